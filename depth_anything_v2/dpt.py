@@ -62,6 +62,9 @@ class DPTHead(nn.Module):
         self.scratch = _make_scratch(list(out_channels), features)
         for i in range(1, 5):
             setattr(self.scratch, f"refinenet{i}", FeatureFusionBlock(features, use_bn))
+        # refinenet4 fuses no skip feature, so its resConfUnit1 never runs: frozen, so DDP needs no
+        # find_unused_parameters (its weights are still loaded and saved for strict compatibility).
+        self.scratch.refinenet4.resConfUnit1.requires_grad_(False)
         self.scratch.output_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, padding=1)
         final = [nn.Sigmoid()] if metric else [nn.ReLU(True), nn.Identity()]
         self.scratch.output_conv2 = nn.Sequential(

@@ -199,9 +199,9 @@ def build_model_from_checkpoint(
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Write atomically: a temporary file in the same folder, flushed and fsynced, then `os.replace`.
 
-    A kill at any moment leaves either the previous file or the new one, never a partial file. The
-    environment variable DA2_TEST_PAUSE_IN_SAVE (seconds) pauses between writing and renaming, so tests can
-    kill a process inside the write.
+    A kill at any moment leaves either the previous file or the new one, never a partial file. For fault
+    injection tests, DA2_TEST_PAUSE_IN_SAVE (seconds) pauses between writing and renaming, only for the
+    checkpoint whose `iteration` equals DA2_TEST_PAUSE_IN_SAVE_AT when that is set.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -210,7 +210,8 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
         f.flush()
         os.fsync(f.fileno())
         pause = float(os.environ.get("DA2_TEST_PAUSE_IN_SAVE", "0"))
-        if pause > 0:
+        pause_at = os.environ.get("DA2_TEST_PAUSE_IN_SAVE_AT")
+        if pause > 0 and (pause_at is None or str(obj.get("iteration")) == pause_at):
             time.sleep(pause)
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -1,0 +1,57 @@
+"""Datasets: the generic file-list format, and the one place where dataset names are resolved.
+
+`--dataset NAME` means `dataset/splits/NAME/{train,val}.txt`; `--dataset FOLDER` means `FOLDER/splits/` (or
+the lists directly in FOLDER). A new dataset in the generic layout therefore needs no code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import GenericDatasetWithIntrinsics, parse_filelist, seed_worker
+from .io import DataError
+
+SPLITS_DIR = Path(__file__).parent / "splits"
+
+
+def resolve_split(dataset: str, split: str) -> Path:
+    """The file list of `split` ('train' | 'val' | ...) for a dataset name or folder; DataError lists what was tried."""
+    candidates = [SPLITS_DIR / dataset / f"{split}.txt"]
+    folder = Path(dataset)
+    if folder.is_dir():
+        candidates = [folder / "splits" / f"{split}.txt", folder / f"{split}.txt"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise DataError(
+        f"no '{split}' split for dataset {dataset!r} (tried {tried}); create it with "
+        f"`python -m dataset.make_filelist --images DIR --depths DIR [--intrinsics DIR] --out {SPLITS_DIR / dataset}`"
+    )
+
+
+def build_dataset(
+    name: str, split: str, size: tuple[int, int], mode: str | None = None, root: str | None = None, **kwargs
+) -> GenericDatasetWithIntrinsics:
+    """The dataset for `name` (a named dataset, a name under dataset/splits/, or a folder) and `split`.
+
+    Args:
+        name: dataset name or folder.
+        split: 'train' | 'val' | another list name.
+        size: training crop (height, width) / evaluation lower bound.
+        mode: 'train' or 'val' (default: 'train' for the train split, else 'val').
+        root: data root of a named dataset.
+        kwargs: passed to GenericDatasetWithIntrinsics.
+    """
+    mode = mode or ("train" if split == "train" else "val")
+    return GenericDatasetWithIntrinsics(resolve_split(name, split), mode=mode, size=size, **kwargs)
+
+
+__all__ = [
+    "DataError",
+    "GenericDatasetWithIntrinsics",
+    "build_dataset",
+    "parse_filelist",
+    "resolve_split",
+    "seed_worker",
+]

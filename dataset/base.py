@@ -1,0 +1,229 @@
+"""The generic file-list dataset: `image depth [intrinsics]` per line, K kept true through augmentation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .io import DataError, check_image_header, read_depth, read_image, read_intrinsics
+from .transform import train_view, val_view
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ListEntry:
+    """One usable line of a file list."""
+
+    line: int
+    image: Path
+    depth: Path
+    intrinsics: np.ndarray | None
+
+
+def resolve_path(raw: str, list_path: Path) -> Path | None:
+    """A list entry's path: absolute, else relative to the working directory, the list's folder, or its parent."""
+    path = Path(raw)
+    if path.is_absolute():
+        return path if path.exists() else None
+    for base in (Path.cwd(), list_path.parent, list_path.parent.parent):
+        if (base / path).exists():
+            return base / path
+    return None
+
+
+def parse_filelist(list_path: str | Path) -> list[ListEntry]:
+    """Read a list and run the cheap checks on every line, raising one DataError that lists every bad line.
+
+    Checks: 2 or 3 fields, files exist (see `resolve_path`), image header bytes, intrinsics readable and valid.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise DataError(f"{list_path}: file list not found")
+    entries, problems = [], []
+    for number, text in enumerate(list_path.read_text().splitlines(), start=1):
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        fields = text.split()
+        where = f"{list_path}:{number}"
+        if len(fields) not in (2, 3):
+            problems.append(f"{where}: expected 'image depth [intrinsics]', found {len(fields)} fields: {text!r}")
+            continue
+        paths = [resolve_path(f, list_path) for f in fields]
+        missing = [f for f, p in zip(fields, paths) if p is None]
+        if missing:
+            problems.extend(f"{where}: {f}: file not found" for f in missing)
+            continue
+        header_problem = check_image_header(paths[0])
+        if header_problem:
+            problems.append(f"{where}: {paths[0]}: {header_problem}")
+            continue
+        K = None
+        if len(paths) == 3:
+            try:
+                K = read_intrinsics(paths[2])
+            except DataError as err:
+                problems.append(f"{where}: {err}")
+                continue
+        entries.append(ListEntry(number, paths[0], paths[1], K))
+    if problems:
+        raise DataError(f"{len(problems)} bad line(s) in {list_path}:\n  " + "\n  ".join(problems))
+    if not entries:
+        raise DataError(f"{list_path}: the file list is empty (no 'image depth [intrinsics]' lines)")
+    return entries
+
+
+class GenericDatasetWithIntrinsics(Dataset):
+    """RGB-D samples from a file list, with optional per-image intrinsics.
+
+    Args:
+        filelist_path: text file of `image depth [intrinsics]` lines (blank lines and # comments skipped).
+        mode: 'train' (random zoom, crop to `size`, flip, colour jitter) or 'val' (resize with aspect kept,
+            lower bound `size[0]`, multiples of 14; depth stays at its original resolution for evaluation).
+        size: (height, width) of training crops, multiples of 14.
+        depth_scale: metres per stored unit (.png: e.g. 1/256 KITTI, 1/1000 millimetres).
+        min_depth, max_depth: ground truth outside this range (m) is marked invalid.
+        zoom_range: (min, max) log-uniform zoom factor for calibrated training samples; None disables zoom.
+        hflip: random horizontal flips (p = 0.5) in training.
+        photometric: random brightness, contrast and saturation in training.
+        camera_dropout: probability that a calibrated training sample is presented without K.
+        skip_bad_samples: a sample that fails to load is logged, counted in `bad_samples` and replaced by the
+            next one instead of raising.
+        depth_reader: `(path) -> (H, W) float32 metres` replacing the generic reader (named datasets).
+        teacher_cache: folder of cached teacher predictions (`<index>.npy`, see depth_anything_v2.distill).
+
+    Samples are dicts: image (3, H, W) float32 ImageNet-normalized; depth (H, W) float32 metres (0 invalid);
+    valid_mask (H, W) bool; image_valid (H, W) bool (False on zoom padding); intrinsics (3, 3) float32 in
+    pixels of the returned image (a canonical K when absent); has_intrinsics bool; image_path str; index int.
+    Indexing with (index, seed) makes the augmentation a function of the seed (exact resume).
+    """
+
+    def __init__(
+        self,
+        filelist_path: str | Path,
+        mode: str = "train",
+        size: tuple[int, int] = (518, 518),
+        depth_scale: float = 1.0,
+        min_depth: float = 1e-3,
+        max_depth: float = math.inf,
+        zoom_range: tuple[float, float] | None = (0.7, 2.0),
+        hflip: bool = True,
+        photometric: bool = True,
+        camera_dropout: float = 0.0,
+        skip_bad_samples: bool = False,
+        depth_reader: Callable[[Path], np.ndarray] | None = None,
+        teacher_cache: str | Path | None = None,
+    ) -> None:
+        if mode not in ("train", "val"):
+            raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
+        if size[0] % 14 or size[1] % 14:
+            raise ValueError(f"size {size} must be multiples of 14")
+        self.filelist_path = Path(filelist_path)
+        self.entries = parse_filelist(self.filelist_path)
+        self.mode, self.size = mode, tuple(size)
+        self.depth_scale, self.min_depth, self.max_depth = depth_scale, min_depth, max_depth
+        self.zoom_range, self.hflip, self.photometric = zoom_range, hflip, photometric
+        self.camera_dropout = camera_dropout
+        self.skip_bad_samples = skip_bad_samples
+        self.depth_reader = depth_reader or (lambda path: read_depth(path, self.depth_scale))
+        self.teacher_cache = None if teacher_cache is None else Path(teacher_cache)
+        self.bad_samples: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(RGB uint8 image, depth in metres, K or None) of one entry; DataError names the list line."""
+        entry = self.entries[index]
+        where = f"{self.filelist_path}:{entry.line}"
+        try:
+            image = read_image(entry.image)
+            depth = self.depth_reader(entry.depth)
+        except DataError as err:
+            raise DataError(f"{where}: {err}") from None
+        if depth.shape != image.shape[:2]:
+            raise DataError(
+                f"{where}: {entry.depth}: depth is {depth.shape[1]}x{depth.shape[0]} but image {entry.image} "
+                f"is {image.shape[1]}x{image.shape[0]} (W x H)"
+            )
+        return image, depth, entry.intrinsics
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        index, seed = item if isinstance(item, tuple) else (item, None)
+        if not self.skip_bad_samples:
+            return self._sample(index, seed)
+        for attempt in range(len(self)):
+            candidate = (index + attempt) % len(self)
+            try:
+                return self._sample(candidate, seed)
+            except (DataError, OSError, ValueError) as err:
+                self.bad_samples.append(str(err))
+                logger.warning("skipping bad sample (%d so far in this process): %s", len(self.bad_samples), err)
+        raise DataError(f"{self.filelist_path}: every sample failed to load")
+
+    def _sample(self, index: int, seed: int | None) -> dict:
+        image, depth, K = self.load(index)
+        has_K = K is not None
+        H, W = image.shape[:2]
+        if K is None:
+            K = np.array([[max(H, W), 0, (W - 1) / 2], [0, max(H, W), (H - 1) / 2], [0, 0, 1]], dtype=np.float64)
+        if self.mode == "val":
+            net, K = val_view(image, K, self.size[0])
+            image_valid = np.ones(net.shape[1:], dtype=bool)
+            teacher = None
+        else:
+            rng = np.random.default_rng(seed if seed is not None else np.random.randint(2**31))
+            if has_K and rng.random() < self.camera_dropout:
+                has_K = False
+            zoom = 1.0
+            if has_K and self.zoom_range is not None:
+                zoom = math.exp(rng.uniform(math.log(self.zoom_range[0]), math.log(self.zoom_range[1])))
+            teacher = self._cached_teacher(index)
+            flip = self.hflip and rng.random() < 0.5
+            view = train_view(image, depth, K, self.size, zoom, flip, rng, teacher, self.photometric)
+            net, depth, image_valid, K, teacher = (
+                view["image"],
+                view["depth"],
+                view["image_valid"],
+                view["K"],
+                view["teacher"],
+            )
+        valid = (depth >= self.min_depth) & (depth <= self.max_depth)
+        sample = {
+            "image": torch.from_numpy(net),
+            "depth": torch.from_numpy(depth),
+            "valid_mask": torch.from_numpy(valid),
+            "image_valid": torch.from_numpy(image_valid),
+            "intrinsics": torch.from_numpy(K.astype(np.float32)),
+            "has_intrinsics": has_K,
+            "image_path": str(self.entries[index].image),
+            "index": index,
+        }
+        if teacher is not None:
+            sample["teacher_depth"] = torch.from_numpy(teacher)
+        return sample
+
+    def _cached_teacher(self, index: int) -> np.ndarray | None:
+        if self.teacher_cache is None:
+            return None
+        path = self.teacher_cache / f"{index}.npy"
+        return np.load(path) if path.exists() else None
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker init: one OpenCV thread per worker (workers already run in parallel) and numpy seeded
+    from the worker's torch seed."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    np.random.seed(torch.initial_seed() % 2**32)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")

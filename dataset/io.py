@@ -1,0 +1,119 @@
+"""Readers for images, depth maps and intrinsics. Errors are `DataError`s that name the file and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from util.geometry import make_intrinsics, validate_intrinsics
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+DEPTH_SUFFIXES = (".npy", ".png", ".h5", ".hdf5")
+_MAGIC = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".bmp": (b"BM",),
+    ".tif": (b"II*\x00", b"MM\x00*"),
+    ".tiff": (b"II*\x00", b"MM\x00*"),
+    ".webp": (b"RIFF",),
+}
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file (and list line) and what is wrong."""
+
+
+def check_image_header(path: Path) -> str | None:
+    """Cheap check (8 bytes): None if the file starts like an image of its suffix, else the problem."""
+    magic = _MAGIC.get(path.suffix.lower())
+    if magic is None:
+        return f"unsupported image type {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "image file is empty"
+    if not head.startswith(magic):
+        return f"not a valid {path.suffix.lstrip('.').upper()} file (wrong header bytes)"
+    return None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; EXIF orientation is applied (cv2 default), so K must describe the oriented image."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"{path}: cannot read image (missing, corrupt or unsupported)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_depth(path: str | Path, depth_scale: float = 1.0) -> np.ndarray:
+    """(H, W) float32 depth in metres; invalid values (0, negative, NaN, inf) become 0.
+
+    .npy: metres (x depth_scale); .png: 16-bit integers x depth_scale (e.g. 1/256 for KITTI, 1/1000 for mm);
+    .h5/.hdf5: the dataset named 'depth', or the only dataset in the file (x depth_scale).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            depth = np.load(path, allow_pickle=False)
+        elif suffix == ".png":
+            depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if depth is None:
+                raise DataError(f"{path}: cannot read depth png")
+            if depth.dtype != np.uint16 or depth.ndim != 2:
+                raise DataError(f"{path}: depth png must be single-channel 16-bit, got {depth.dtype} {depth.shape}")
+        elif suffix in (".h5", ".hdf5"):
+            depth = _read_h5(path)
+        else:
+            raise DataError(f"{path}: unsupported depth type {suffix!r} (use .npy, 16-bit .png, .h5)")
+    except DataError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read depth ({err})") from None
+    depth = np.asarray(depth)
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise DataError(f"{path}: depth must be a 2-D (H, W) array, got shape {depth.shape}")
+    depth = depth.astype(np.float32) * np.float32(depth_scale)
+    depth[~np.isfinite(depth) | (depth <= 0)] = 0.0
+    return depth
+
+
+def _read_h5(path: Path) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "depth" in f:
+            return f["depth"][()]
+        names = [name for name in f if isinstance(f[name], h5py.Dataset)]
+        if len(names) != 1:
+            raise DataError(f"{path}: expected a 'depth' dataset or exactly one dataset, found {names}")
+        return f[names[0]][()]
+
+
+def read_intrinsics(path: str | Path) -> np.ndarray:
+    """(3, 3) float64 K from a .npy 3x3, or a .txt with 9 numbers (row-major) or 4 numbers `fx fy cx cy`."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npy":
+            K = np.load(path, allow_pickle=False)
+        else:
+            values = np.array(path.read_text().replace(",", " ").split(), dtype=np.float64)
+            if values.size == 4:
+                K = make_intrinsics(*values)
+            elif values.size == 9:
+                K = values.reshape(3, 3)
+            else:
+                raise DataError(f"{path}: intrinsics text must hold 9 numbers or 4 (fx fy cx cy), found {values.size}")
+    except DataError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read intrinsics ({err})") from None
+    problem = validate_intrinsics(K)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    return np.asarray(K, dtype=np.float64)

@@ -1,0 +1,86 @@
+"""The frozen teacher of teacher-student distillation, and the student's combined loss.
+
+The teacher is a camera-less Depth Anything V2 built from `--teacher-checkpoint`: eval mode, no gradients,
+run under inference mode (optionally in bf16), never wrapped in DDP, on the student's device. The student
+learns metric scale from ground truth and structure from the teacher through a scale-invariant loss, so the
+teacher's focal-length-dependent scale error is not transferred (CAMERA.md b6).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from util.checkpoint import build_model_from_checkpoint
+from util.loss import distillation_loss, silog_loss
+
+
+class FrozenTeacher(nn.Module):
+    """A frozen camera-less depth model that produces distillation targets.
+
+    Args:
+        checkpoint: official or our checkpoint (a camera encoder in it is ignored).
+        device: where the student runs.
+        encoder, max_depth: for official checkpoints (ours carry their config).
+        bf16: run the teacher under bf16 autocast (its outputs are returned in fp32).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: torch.device,
+        encoder: str | None = None,
+        max_depth: float | None = None,
+        bf16: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = build_model_from_checkpoint(checkpoint, device, encoder=encoder, max_depth=max_depth)
+        if self.model.cam_encoder is not None:
+            self.model.cam_encoder = None
+            self.model.config["use_camera_intrinsics"] = False
+        self.model.requires_grad_(False).eval()
+        self.bf16 = bf16
+
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """The teacher stays in eval mode whatever the trainer asks."""
+        return super().train(False)
+
+    @torch.inference_mode()
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) normalized image -> (B, H, W) fp32 teacher depth (a plain tensor, usable in autograd)."""
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            depth = self.model(x)
+        return depth.float().clone()
+
+
+def student_loss(
+    pred: Tensor,
+    batch: dict[str, Tensor],
+    min_depth: float,
+    max_depth: float,
+    teacher_depth: Tensor | None = None,
+    distill_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss and its logged terms.
+
+    Args:
+        pred: (B, H, W) student depth in metres.
+        batch: the dataset batch (`depth`, `valid_mask`, optional `image_valid` for padding).
+        min_depth, max_depth: ground-truth pixels outside [min_depth, max_depth] m are ignored.
+        teacher_depth: (B, H, W) teacher depth, or None without distillation.
+        distill_weight: weight of the scale-invariant distillation term.
+
+    Returns:
+        (loss, {'loss_gt': ..., 'loss_distill': ...}), the terms detached.
+    """
+    gt = batch["depth"]
+    valid = batch["valid_mask"] & (gt >= min_depth) & (gt <= max_depth)
+    loss_gt = silog_loss(pred, gt, valid)
+    terms = {"loss_gt": loss_gt.detach()}
+    loss = loss_gt
+    if teacher_depth is not None:
+        image_valid = batch.get("image_valid", torch.ones_like(valid))
+        loss_distill = distillation_loss(pred, teacher_depth, image_valid)
+        terms["loss_distill"] = loss_distill.detach()
+        loss = loss + distill_weight * loss_distill
+    return loss, terms

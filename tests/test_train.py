@@ -1,0 +1,133 @@
+"""End-to-end training on tiny synthetic data (vits, 70 px): run folder contents, resume, DDP evaluation parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from dataset.synthetic import write_synthetic_dataset
+from depth_anything_v2 import DepthAnythingV2
+from util.checkpoint import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """6 train and 5 val synthetic images (an odd count, so evaluation shards are uneven), and a teacher."""
+    root = tmp_path_factory.mktemp("data")
+    write_synthetic_dataset(root / "scenes", n_train=6, n_val=5, size=(112, 84), seed=0)
+    torch.manual_seed(0)
+    teacher = DepthAnythingV2("vits", max_depth=10.0)
+    torch.save(teacher.state_dict(), root / "teacher.pth")
+    return root
+
+
+def base_args(data: Path, save_path: Path, *extra: str) -> list[str]:
+    return [
+        "--encoder", "vits", "--dataset", str(data / "scenes"), "--img-size", "70", "--max-depth", "10",
+        "--bs", "2", "--lr", "1e-5", "--workers", "0", "--device", "cpu", "--log-interval", "1",
+        "--pretrained-from", str(data / "teacher.pth"), "--save-path", str(save_path), *extra,
+    ]  # fmt: skip
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def tensorboard_tags(save_path: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in save_path.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    return tags
+
+
+def test_camera_distillation_run_writes_everything_and_resumes(data, tmp_path):
+    save_path = tmp_path / "run"
+    camera = ["--use-camera-intrinsics", "--use-distillation", "--teacher-checkpoint", str(data / "teacher.pth")]
+    train.main(train.get_args_parser().parse_args(base_args(data, save_path, "--epochs", "2", *camera)))
+
+    ckpt = read_checkpoint(save_path / "latest.pth")
+    expected = {
+        "model",
+        "model_config",
+        "optimizer",
+        "scaler",
+        "epoch",
+        "epoch_step",
+        "iteration",
+        "previous_best",
+        "args",
+        "rng",
+    }
+    assert expected <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["iteration"] == 6 and ckpt["model_config"]["use_camera_intrinsics"]
+    assert any(k.startswith("cam_encoder.") for k in ckpt["model"])
+    assert (save_path / "best.pth").exists() and (save_path / "config.json").exists()
+    assert "abs_rel" in ckpt["previous_best"]
+
+    tags = tensorboard_tags(save_path)
+    for tag in [
+        "train/loss",
+        "train/loss_gt",
+        "train/loss_distill",
+        "train/lr",
+        "eval/abs_rel",
+        "eval/d1",
+        "eval/zoom_slope",
+    ]:
+        assert tag in tags
+    events = read_jsonl(save_path / "metrics.jsonl")
+    assert [e["step"] for e in events if "train/loss" in e] == list(range(6))
+    assert sum("eval/silog" in e for e in events) == 2
+
+    train.main(train.get_args_parser().parse_args(base_args(data, save_path, "--epochs", "3", "--resume", *camera)))
+    resumed = read_checkpoint(save_path / "latest.pth")
+    assert resumed["epoch"] == 3 and resumed["iteration"] == 9
+    steps = [e["step"] for e in read_jsonl(save_path / "metrics.jsonl") if "train/loss" in e]
+    assert steps == list(range(9)), "the resumed run must continue at iteration 6, not restart"
+
+
+def test_invalid_combinations_fail_at_start(data, tmp_path):
+    parser = train.get_args_parser()
+    with pytest.raises(SystemExit, match="--use-distillation needs --teacher-checkpoint"):
+        train.main(parser.parse_args(base_args(data, tmp_path / "a", "--use-distillation")))
+    with pytest.raises(SystemExit, match="--cam-token-inject-layer must be in 0..11"):
+        train.main(
+            parser.parse_args(
+                base_args(data, tmp_path / "b", "--use-camera-intrinsics", "--cam-token-inject-layer", "12")
+            )
+        )
+    with pytest.raises(SystemExit, match="not a multiple of 14"):
+        train.main(parser.parse_args(base_args(data, tmp_path / "c", "--img-size", "100")))
+
+
+def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
+    save_path = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        str(ROOT / "train.py"), *base_args(data, save_path, "--epochs", "1", "--use-camera-intrinsics"),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
+    ddp_eval = [e for e in read_jsonl(save_path / "metrics.jsonl") if "eval/abs_rel" in e][-1]
+
+    single = tmp_path / "single"
+    latest = str(save_path / "latest.pth")
+    args = base_args(data, single, "--use-camera-intrinsics", "--eval-only", "--pretrained-from", latest)
+    # Same thread count as the ranks, so the forward passes are bitwise equal and only the reduction differs.
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *args], check=True, env=env, cwd=ROOT, timeout=300)
+    single_eval = json.loads((single / "eval.json").read_text())
+    for key, value in single_eval.items():
+        assert ddp_eval[f"eval/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key

@@ -1,0 +1,370 @@
+"""Train a (camera-aware) Depth Anything V2 student, optionally distilled from a frozen teacher.
+
+One process:
+    python train.py --encoder vitl --dataset my_data --img-size 518 --max-depth 20.0 --epochs 40 --bs 4 \
+        --lr 0.000005 --pretrained-from checkpoints/depth_anything_v2_metric_hypersim_vitl.pth \
+        --teacher-checkpoint checkpoints/depth_anything_v2_metric_hypersim_vitl.pth \
+        --save-path ./checkpoints/training_run --use-camera-intrinsics --use-distillation \
+        --cam-token-inject-layer 0 --freeze-dinov2
+Several processes (DDP, NCCL on CUDA, gloo on CPU), the same flags:
+    torchrun --nproc_per_node=4 train.py ...
+Continue after a crash:
+    python train.py ... --resume        (reads <save-path>/latest.pth)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from dataset import build_dataset, seed_worker
+from depth_anything_v2 import DepthAnythingV2
+from depth_anything_v2.configs import BACKBONE_CONFIGS
+from depth_anything_v2.distill import FrozenTeacher
+from util.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from util.dist import DistInfo, barrier, cleanup_distributed, get_rng_state, init_distributed, seed_all, set_rng_state
+from util.engine import NonFiniteLossError, ResumableSampler, evaluate, train_one_epoch
+from util.logger import MetricsWriter, setup_logging
+from util.metric import LOWER_IS_BETTER
+
+logger = logging.getLogger("train")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser("Depth Anything V2 + camera intrinsics training", add_help=True)
+    model = parser.add_argument_group("model")
+    model.add_argument("--encoder", default="vitl", choices=sorted(BACKBONE_CONFIGS))
+    model.add_argument("--max-depth", type=float, default=20.0, help="metric range of the head, metres")
+    model.add_argument("--pretrained-from", help="official or our checkpoint: backbone + head (camera encoder new)")
+    model.add_argument(
+        "--freeze-dinov2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="freeze the DINOv2 backbone (default); --no-freeze-dinov2 trains it at --lr",
+    )
+    camera = parser.add_argument_group("camera")
+    camera.add_argument("--use-camera-intrinsics", action="store_true", help="add the camera encoder")
+    camera.add_argument(
+        "--cam-token-inject-layer", type=int, default=0, help="first backbone block given camera tokens"
+    )
+    camera.add_argument(
+        "--zoom-range",
+        type=float,
+        nargs=2,
+        default=(0.7, 2.0),
+        metavar=("MIN", "MAX"),
+        help="random zoom factors (log-uniform) for samples with intrinsics",
+    )
+    camera.add_argument("--no-zoom", action="store_true", help="disable the random zoom augmentation")
+    camera.add_argument("--camera-dropout", type=float, default=0.2, help="probability of hiding K (null camera)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", required=True, help="name under dataset/splits/, or a folder with splits/")
+    data.add_argument("--data-root", help="dataset root for named datasets (hypersim, vkitti2, kitti, nyu)")
+    data.add_argument("--img-size", type=int, default=518, help="training crop, pixels (multiple of 14)")
+    data.add_argument("--min-depth", type=float, default=0.001, help="ground truth below this (m) is ignored")
+    data.add_argument("--depth-scale", type=float, default=1.0, help="metres per unit of 16-bit png depth")
+    data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
+    data.add_argument("--skip-bad-samples", action="store_true", help="skip (and log) samples that fail to load")
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=int, default=40)
+    optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
+    optim.add_argument("--lr", type=float, default=5e-6, help="backbone lr; head and camera encoder get 10x")
+    optim.add_argument("--weight-decay", type=float, default=0.01)
+    optim.add_argument("--warmup-iters", type=int, default=0)
+    optim.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    optim.add_argument("--max-steps", type=int, default=0, help="stop after this many iterations (0: all epochs)")
+    optim.add_argument(
+        "--max-skipped-steps", type=int, default=20, help="stop after this many non-finite steps in a row"
+    )
+    distill = parser.add_argument_group("distillation")
+    distill.add_argument("--use-distillation", action="store_true")
+    distill.add_argument("--teacher-checkpoint", help="frozen camera-less teacher (official or ours)")
+    distill.add_argument("--teacher-encoder", help="teacher encoder for official checkpoints (default: inferred)")
+    distill.add_argument("--distill-weight", type=float, default=1.0)
+    evaluation = parser.add_argument_group("evaluation")
+    evaluation.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs")
+    evaluation.add_argument("--eval-crop", default="none", choices=["none", "garg", "eigen", "eigen_nyu"])
+    evaluation.add_argument("--eval-min-depth", type=float, help="default: --min-depth")
+    evaluation.add_argument("--eval-max-depth", type=float, help="default: --max-depth")
+    evaluation.add_argument("--zoom-factor", type=float, default=2.0, help="centre zoom for eval/zoom_slope (1: off)")
+    evaluation.add_argument("--eval-only", action="store_true", help="evaluate --pretrained-from and exit")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--save-path", required=True, help="run folder: checkpoints, logs, TensorBoard")
+    runtime.add_argument("--resume", nargs="?", const="auto", help="continue from <save-path>/latest.pth (or PATH)")
+    runtime.add_argument("--save-every", type=int, default=0, help="also write latest.pth every N iterations")
+    runtime.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
+    runtime.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    runtime.add_argument("--seed", type=int, default=0)
+    runtime.add_argument("--dist-timeout", type=float, default=600.0, help="seconds a rank waits for a dead peer")
+    return parser
+
+
+def check_args(args: argparse.Namespace, info: DistInfo) -> None:
+    """Fail at start, with what to do, on combinations that cannot work."""
+    errors = []
+    if args.use_distillation and not args.teacher_checkpoint:
+        errors.append("--use-distillation needs --teacher-checkpoint PATH (a camera-less teacher)")
+    depth = BACKBONE_CONFIGS[args.encoder]["depth"]
+    if args.use_camera_intrinsics and not 0 <= args.cam_token_inject_layer < depth:
+        errors.append(f"--cam-token-inject-layer must be in 0..{depth - 1} for {args.encoder} ({depth} blocks)")
+    if args.img_size % 14:
+        errors.append(f"--img-size {args.img_size} is not a multiple of 14 (try {round(args.img_size / 14) * 14})")
+    if args.precision == "fp16" and info.device.type != "cuda":
+        errors.append("--precision fp16 needs CUDA (it uses a gradient scaler); use bf16 on CPU")
+    if args.eval_only and not args.pretrained_from:
+        errors.append("--eval-only needs --pretrained-from CHECKPOINT")
+    if errors:
+        raise SystemExit("invalid arguments:\n  " + "\n  ".join(errors))
+
+
+def check_save_path(save_path: Path) -> None:
+    """A test write at start, so a full disk or an unwritable folder fails now, not after the first epoch."""
+    try:
+        save_path.mkdir(parents=True, exist_ok=True)
+        probe = save_path / ".write_test"
+        with open(probe, "wb") as f:
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as err:
+        raise SystemExit(
+            f"--save-path {save_path} is not writable ({err.strerror}); choose another folder or free space"
+        )
+
+
+def build_optimizer(model: DepthAnythingV2, args: argparse.Namespace) -> torch.optim.AdamW:
+    """AdamW: backbone at lr (only when unfrozen), head and camera encoder at 10x; no decay on norms, biases,
+    tokens and other 1-D or position parameters."""
+    groups: dict[tuple[str, bool], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = "backbone" if name.startswith("pretrained.") else "head"
+        no_decay = param.ndim <= 1 or name.endswith(("token", "tokens", "pos_embed", "ray_pos"))
+        groups.setdefault((part, no_decay), []).append(param)
+    param_groups = [
+        {
+            "params": params,
+            "name": f"{part}{'_no_decay' if no_decay else ''}",
+            "lr_scale": 1.0 if part == "backbone" else 10.0,
+            "weight_decay": 0.0 if no_decay else args.weight_decay,
+        }
+        for (part, no_decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.999))
+
+
+def training_checkpoint(model, optimizer, scaler, state: dict, args: argparse.Namespace) -> dict:
+    """Everything a resume needs, as tensors and primitives only (loadable with weights_only=True)."""
+    return {
+        "model": model.state_dict(),
+        "model_config": model.config,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler else None,
+        "epoch": state["epoch"],
+        "epoch_step": state["epoch_step"],
+        "iteration": state["iteration"],
+        "skipped": state["skipped"],
+        "previous_best": state["previous_best"],
+        "args": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
+        "rng": get_rng_state(),
+    }
+
+
+def main(args: argparse.Namespace) -> None:
+    info = init_distributed(args.device, args.dist_timeout)
+    save_path = Path(args.save_path)
+    check_args(args, info)
+    if info.is_main:
+        check_save_path(save_path)
+        for stale in save_path.glob(".*.pth.tmp*"):
+            stale.unlink()  # left by a process killed inside a checkpoint write
+    barrier()
+    setup_logging(save_path, info.is_main)
+    args.eval_min_depth = args.min_depth if args.eval_min_depth is None else args.eval_min_depth
+    args.eval_max_depth = args.max_depth if args.eval_max_depth is None else args.eval_max_depth
+    seed_all(args.seed + info.rank)
+    if info.is_main:
+        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
+    logger.info(
+        "world size %d, device %s, torch %s, per-process batch %d (effective %d), lr backbone %.2e head %.2e",
+        info.world_size,
+        info.device,
+        torch.__version__,
+        args.bs,
+        args.bs * info.world_size,
+        args.lr,
+        args.lr * 10,
+    )
+
+    size = (args.img_size, args.img_size)
+    common = dict(
+        root=args.data_root,
+        min_depth=args.min_depth,
+        max_depth=args.max_depth,
+        depth_scale=args.depth_scale,
+        skip_bad_samples=args.skip_bad_samples,
+    )
+    val_set = build_dataset(args.dataset, "val", size, mode="val", **common)
+
+    model = DepthAnythingV2(
+        args.encoder,
+        max_depth=args.max_depth,
+        use_camera_intrinsics=args.use_camera_intrinsics,
+        cam_token_inject_layer=args.cam_token_inject_layer,
+    )
+    if args.pretrained_from:
+        try:
+            report = load_weights(model, args.pretrained_from)
+        except CheckpointError as err:
+            raise SystemExit(f"--pretrained-from: {err}") from None
+        logger.info(
+            "loaded %s (%d tensors; newly initialised: %s)",
+            args.pretrained_from,
+            report["loaded"],
+            report["missing"] or "none",
+        )
+    model.pretrained.requires_grad_(not args.freeze_dinov2)
+    model.pretrained.mask_token.requires_grad_(False)
+    model.to(info.device)
+
+    if args.eval_only:
+        results = evaluate(model, val_set, args, info)
+        logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        if info.is_main:
+            (save_path / "eval.json").write_text(json.dumps(results, indent=2))
+        cleanup_distributed()
+        return
+
+    train_set = build_dataset(
+        args.dataset,
+        "train",
+        size,
+        mode="train",
+        zoom_range=None if args.no_zoom else tuple(args.zoom_range),
+        camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
+        **common,
+    )
+    sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
+    loader = DataLoader(
+        train_set,
+        batch_size=args.bs,
+        sampler=sampler,
+        num_workers=args.workers,
+        drop_last=True,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=False,
+        worker_init_fn=seed_worker,
+    )
+    teacher = None
+    if args.use_distillation:
+        try:
+            teacher = FrozenTeacher(
+                args.teacher_checkpoint,
+                info.device,
+                encoder=args.teacher_encoder,
+                max_depth=args.max_depth,
+                bf16=args.precision != "fp32",
+            )
+        except CheckpointError as err:
+            raise SystemExit(f"--teacher-checkpoint: {err}") from None
+    optimizer = build_optimizer(model, args)
+    scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
+    iters_per_epoch = len(train_set) // (args.bs * info.world_size)
+    if iters_per_epoch == 0:
+        raise SystemExit(
+            f"the training split has {len(train_set)} samples, fewer than one batch of "
+            f"{args.bs} x {info.world_size} processes: lower --bs"
+        )
+    state = {
+        "epoch": 0,
+        "epoch_step": 0,
+        "iteration": 0,
+        "skipped": 0,
+        "consecutive_skipped": 0,
+        "total_iters": args.epochs * iters_per_epoch,
+        "previous_best": {},
+    }
+
+    if args.resume:
+        resume_path = save_path / "latest.pth" if args.resume == "auto" else Path(args.resume)
+        try:
+            ckpt = read_checkpoint(resume_path)
+        except CheckpointError as err:
+            raise SystemExit(f"--resume: {err}") from None
+        load_weights(model, ckpt)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scaler and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        for key in ("epoch", "epoch_step", "iteration", "skipped", "previous_best"):
+            state[key] = ckpt[key]
+        set_rng_state(ckpt["rng"])
+        if state["epoch_step"] >= iters_per_epoch:
+            state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
+        logger.info("resumed from %s at epoch %d, iteration %d", resume_path, state["epoch"], state["iteration"])
+
+    ddp_model = (
+        DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
+        if info.distributed
+        else model
+    )
+    writer = MetricsWriter(save_path) if info.is_main else None
+
+    def save_latest() -> None:
+        if info.is_main:
+            save_checkpoint(training_checkpoint(model, optimizer, scaler, state, args), save_path / "latest.pth")
+
+    try:
+        while state["epoch"] < args.epochs and not (args.max_steps and state["iteration"] >= args.max_steps):
+            sampler.set_epoch(state["epoch"])
+            sampler.set_start(state["epoch_step"] * args.bs)
+            train_one_epoch(ddp_model, teacher, loader, optimizer, scaler, args, state, info, writer, save_latest)
+            epoch_done = state["epoch_step"] >= iters_per_epoch
+            if epoch_done and (state["epoch"] + 1) % args.eval_interval == 0:
+                results = evaluate(model, val_set, args, info)
+                improved = update_best(state["previous_best"], results)
+                logger.info("epoch %d eval: %s", state["epoch"], " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+                if writer:
+                    writer.write(state["iteration"], {f"eval/{k}": v for k, v in results.items()}, epoch=state["epoch"])
+                if improved and info.is_main:
+                    save_checkpoint(training_checkpoint(model, optimizer, scaler, state, args), save_path / "best.pth")
+            if epoch_done:
+                state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
+            save_latest()
+    except NonFiniteLossError as err:
+        logger.error("%s", err)
+        raise SystemExit(2) from None
+    finally:
+        if writer:
+            writer.close()
+        cleanup_distributed()
+
+
+def update_best(previous_best: dict, results: dict[str, float]) -> bool:
+    """Track the best value of every metric; True when abs_rel improved (best.pth is then written)."""
+    improved = False
+    for key, value in results.items():
+        if not math.isfinite(value):
+            continue
+        lower = key in LOWER_IS_BETTER or key == "zoom_slope"
+        best = previous_best.get(key)
+        value_cmp = abs(value) if key == "zoom_slope" else value
+        if best is None or (value_cmp < best if lower else value_cmp > best):
+            previous_best[key] = value_cmp
+            improved |= key == "abs_rel"
+    return improved
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args(sys.argv[1:]))

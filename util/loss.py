@@ -1,0 +1,152 @@
+"""Training losses on metric depth, computed in float32 log space (also under autocast).
+
+`silog_loss` supervises the student with ground truth. `distillation_loss` and `gradient_matching_loss` transfer
+the teacher's structure (docs CAMERA.md b6, L_kd and L_grad): both are exactly invariant to a global scale of the
+teacher, so a teacher whose metric scale is off by f / f_ref cannot teach the student to read depth from apparent
+size.
+
+Invalid depth (0, NaN, inf, negative) is never an error: such pixels are dropped from the masks. Every loss is
+finite and keeps the graph when no pixel is usable, so a batch without supervision contributes zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _log_depth(depth: Tensor, usable: Tensor, eps: float) -> Tensor:
+    """log of depth (clamped at eps metres) where usable, 0 elsewhere.
+
+    `torch.where` before the log keeps both the values and the gradients finite at unusable pixels (a masked
+    product would turn an inf there into NaN in the backward pass).
+    """
+    return torch.log(torch.where(usable, depth.float(), 1.0).clamp_min(eps))
+
+
+def _positive(depth: Tensor) -> Tensor:
+    return torch.isfinite(depth) & (depth > 0)
+
+
+def _sqrt_from_zero(radicand: Tensor, eps: float) -> Tensor:
+    """sqrt(max(radicand, 0) + eps) - sqrt(eps): zero at zero, with a gradient bounded by 1 / (2 sqrt(eps))."""
+    return torch.sqrt(radicand.clamp_min(0) + eps) - math.sqrt(eps)
+
+
+def _mean_over(per_image: Tensor, use: Tensor) -> Tensor:
+    """Mean of per_image over the images flagged in use; 0 (still in the graph) when none is."""
+    return (per_image * use).sum() / use.sum().clamp_min(1)
+
+
+def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, eps: float = 1e-6) -> Tensor:
+    """Scale-invariant log loss against ground truth, per image, then averaged over images.
+
+    With g = log(pred) - log(target) over the valid pixels of image b, L_b = sqrt(mean(g^2) - lambd mean(g)^2).
+    The official DA-V2 `SiLogLoss` uses the same formula but flattened over the whole batch; here every image
+    with at least one valid pixel weighs the same, whatever its number of valid pixels.
+
+    Args:
+        pred: (B, H, W) predicted depth, metres.
+        target: (B, H, W) ground-truth depth, metres (invalid values are ignored).
+        valid: (B, H, W) bool mask of supervised pixels.
+        lambd: weight of the squared mean; 0.5 as DA-V2 (1 would make the loss fully scale invariant).
+        eps: floor for the predicted depth (metres) and the offset under the square root that keeps its gradient
+            finite at zero error; the result is shifted by sqrt(eps) so a perfect prediction gives 0.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    usable = valid & _positive(target)
+    g = torch.where(usable, _log_depth(pred, usable, eps) - _log_depth(target, usable, eps), 0.0)
+    n = usable.sum(dim=(1, 2))
+    mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
+    mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
+    return _mean_over(_sqrt_from_zero(mean_sq - lambd * mean * mean, eps), n > 0)
+
+
+def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
+    """Per row of (B, N) residuals, the pixels of omega left after dropping the trim fraction farthest from the
+    row's median (DA-V2's trimming). Exactly n - floor(trim n) pixels are kept; ties are broken by sort order.
+    """
+    B, N = r.shape
+    n = omega.sum(dim=1)
+    median = torch.where(omega, r, math.nan).nanmedian(dim=1, keepdim=True).values
+    deviation = torch.where(omega, (r - median).abs(), math.inf)
+    order = deviation.argsort(dim=1)
+    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=r.device).expand(B, N))
+    n_keep = n - torch.floor(trim * n.double()).long()
+    return ranks < n_keep[:, None]
+
+
+def distillation_loss(
+    student: Tensor,
+    teacher: Tensor,
+    valid: Tensor,
+    trim: float = 0.1,
+    saturation: float | None = None,
+    eps: float = 1e-6,
+) -> Tensor:
+    """Per-image scale-invariant log loss between student and teacher depth (CAMERA.md b6, L_kd).
+
+    With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r) + eps) - sqrt(eps),
+    averaged over the images with at least 2 pixels in Omega. Omega_b is the valid pixels with a positive finite
+    teacher depth, minus teacher pixels above `saturation`, minus the `trim` fraction of pixels with the largest
+    |r - median(r)|. The loss is exactly invariant to a global scale of either depth map.
+
+    Args:
+        student: (B, H, W) student depth, metres.
+        teacher: (B, H, W) teacher depth, metres; no gradient flows into it.
+        valid: (B, H, W) bool, pixels the teacher may supervise (e.g. not padding).
+        trim: fraction of the largest residual deviations dropped per image, in [0, 1).
+        saturation: teacher depths above this (metres, e.g. 0.95 max_depth) are dropped; None keeps them.
+        eps: floor for the student depth (metres) and offset under the square root.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    if not 0 <= trim < 1:
+        raise ValueError(f"distillation_loss: trim must be in [0, 1), got {trim}")
+    teacher = teacher.detach().float()
+    omega = valid & _positive(teacher)
+    if saturation is not None:
+        omega = omega & (teacher <= saturation)
+    r = torch.where(omega, _log_depth(student, omega, eps) - _log_depth(teacher, omega, eps), 0.0).flatten(1)
+    omega = omega.flatten(1)
+    if trim > 0:
+        omega = omega & _trim_mask(r.detach(), omega, trim)
+    n = omega.sum(dim=1)
+    mean = (r * omega).sum(dim=1, keepdim=True) / n.clamp_min(1)[:, None]
+    var = (((r - mean) * omega) ** 2).sum(dim=1) / n.clamp_min(1)
+    return _mean_over(_sqrt_from_zero(var, eps), n >= 2)
+
+
+def gradient_matching_loss(student: Tensor, teacher: Tensor, valid: Tensor, scales: int = 4, eps: float = 1e-6) -> Tensor:
+    """Multi-scale log-gradient matching between student and teacher (CAMERA.md b6, L_grad; MiDaS L_gm on log).
+
+    With r = log D_S - log D_T (teacher detached), the sum over scales s = 0..scales-1 of
+    (sum |d_x r_s| + sum |d_y r_s|) / (number of valid pixels at scale s), where r_s keeps every 2^s-th pixel and
+    a finite difference counts only when both of its pixels are valid. A global scale of either map cancels.
+
+    Args:
+        student: (B, H, W) student depth, metres.
+        teacher: (B, H, W) teacher depth, metres; no gradient flows into it.
+        valid: (B, H, W) bool, pixels the teacher may supervise.
+        scales: number of scales.
+        eps: floor for the student depth, metres.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    teacher = teacher.detach().float()
+    omega = valid & _positive(teacher)
+    r = torch.where(omega, _log_depth(student, omega, eps) - _log_depth(teacher, omega, eps), 0.0)
+    loss = r.sum() * 0
+    for s in range(scales):
+        step = 2**s
+        r_s, m_s = r[:, ::step, ::step], omega[:, ::step, ::step]
+        grad_x = (r_s[:, :, 1:] - r_s[:, :, :-1]).abs() * (m_s[:, :, 1:] & m_s[:, :, :-1])
+        grad_y = (r_s[:, 1:] - r_s[:, :-1]).abs() * (m_s[:, 1:] & m_s[:, :-1])
+        loss = loss + (grad_x.sum() + grad_y.sum()) / m_s.sum().clamp_min(1)
+    return loss
