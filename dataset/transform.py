@@ -75,15 +75,16 @@ def warp_view(
     size = (affine.width, affine.height)
     src = image
     matrix = affine.matrix()
-    shrink = min(affine.ax, affine.ay)
-    if shrink < 0.5:
-        f = 2 * shrink
-        src = cv2.resize(image, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-        fx, fy = src.shape[1] / image.shape[1], src.shape[0] / image.shape[0]
+    k = int(1 / (2 * min(affine.ax, affine.ay)))
+    if k >= 2:
+        # Strong reduction: average k x k blocks first (exact centre mapping u_k = (u + 0.5) / k - 0.5), so
+        # the bilinear warp does not alias.
+        H, W = image.shape[:2]
+        src = cv2.resize(image[: H - H % k, : W - W % k], (W // k, H // k), interpolation=cv2.INTER_AREA)
         matrix = np.array(
             [
-                [affine.ax / fx, 0.0, affine.ax * (0.5 / fx - 0.5) + affine.bx],
-                [0.0, affine.ay / fy, affine.ay * (0.5 / fy - 0.5) + affine.by],
+                [affine.ax * k, 0.0, affine.ax * (0.5 * k - 0.5) + affine.bx],
+                [0.0, affine.ay * k, affine.ay * (0.5 * k - 0.5) + affine.by],
             ]
         )
     out = cv2.warpAffine(

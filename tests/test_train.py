@@ -131,3 +131,26 @@ def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
     single_eval = json.loads((single / "eval.json").read_text())
     for key, value in single_eval.items():
         assert ddp_eval[f"eval/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_poly_schedule_first_and_last_values():
+    from util.engine import get_lr
+
+    assert get_lr(0, 100, 1e-3) == 1e-3
+    assert get_lr(99, 100, 1e-3) == pytest.approx(1e-3 * 0.01**0.9)
+    assert get_lr(0, 100, 1e-3, warmup_iters=10) == pytest.approx(1e-4)
+
+
+def test_optimizer_groups_and_lr_multiplier():
+    model = DepthAnythingV2("vits", max_depth=10.0, use_camera_intrinsics=True)
+    model.pretrained.requires_grad_(False)
+    args = train.get_args_parser().parse_args(["--dataset", "x", "--save-path", "y", "--lr", "1e-5"])
+    groups = {g["name"]: g for g in train.build_optimizer(model, args).param_groups}
+    assert set(groups) == {"head", "head_no_decay"}
+    assert all(g["lr_scale"] == 10.0 for g in groups.values()) and groups["head_no_decay"]["weight_decay"] == 0.0
+    model.pretrained.requires_grad_(True)
+    model.pretrained.mask_token.requires_grad_(False)
+    groups = {g["name"]: g for g in train.build_optimizer(model, args).param_groups}
+    assert groups["backbone"]["lr_scale"] == 1.0
+    no_decay = {id(p) for p in groups["backbone_no_decay"]["params"]}
+    assert id(model.pretrained.cls_token) in no_decay and id(model.pretrained.blocks[0].norm1.weight) in no_decay

@@ -30,9 +30,16 @@ def _positive(depth: Tensor) -> Tensor:
     return torch.isfinite(depth) & (depth > 0)
 
 
-def _sqrt_from_zero(radicand: Tensor, eps: float) -> Tensor:
-    """sqrt(max(radicand, 0) + eps) - sqrt(eps): zero at zero, with a gradient bounded by 1 / (2 sqrt(eps))."""
-    return torch.sqrt(radicand.clamp_min(0) + eps) - math.sqrt(eps)
+def _sqrt(radicand: Tensor, eps: float) -> Tensor:
+    """sqrt(max(radicand, 0)) with the gradient of sqrt(radicand + eps).
+
+    The value is exact (0 for a perfect prediction, the official number otherwise); only the gradient is
+    smoothed, so it stays bounded by 1 / (2 sqrt(eps)) where the radicand vanishes, e.g. at the student's
+    initialisation as a copy of the teacher.
+    """
+    radicand = radicand.clamp_min(0)
+    smooth = torch.sqrt(radicand + eps)
+    return smooth + (torch.sqrt(radicand) - smooth).detach()
 
 
 def _mean_over(per_image: Tensor, use: Tensor) -> Tensor:
@@ -52,8 +59,8 @@ def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, 
         target: (B, H, W) ground-truth depth, metres (invalid values are ignored).
         valid: (B, H, W) bool mask of supervised pixels.
         lambd: weight of the squared mean; 0.5 as DA-V2 (1 would make the loss fully scale invariant).
-        eps: floor for the predicted depth (metres) and the offset under the square root that keeps its gradient
-            finite at zero error; the result is shifted by sqrt(eps) so a perfect prediction gives 0.
+        eps: floor for the predicted depth (metres), and the offset that keeps the gradient of the square root
+            finite at zero error (the value is not shifted).
 
     Returns:
         Scalar float32 tensor.
@@ -63,7 +70,7 @@ def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, 
     n = usable.sum(dim=(1, 2))
     mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
     mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
-    return _mean_over(_sqrt_from_zero(mean_sq - lambd * mean * mean, eps), n > 0)
+    return _mean_over(_sqrt(mean_sq - lambd * mean * mean, eps), n > 0)
 
 
 def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
@@ -90,7 +97,7 @@ def distillation_loss(
 ) -> Tensor:
     """Per-image scale-invariant log loss between student and teacher depth (CAMERA.md b6, L_kd).
 
-    With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r) + eps) - sqrt(eps),
+    With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r)) (gradient of sqrt(Var + eps)),
     averaged over the images with at least 2 pixels in Omega. Omega_b is the valid pixels with a positive finite
     teacher depth, minus teacher pixels above `saturation`, minus the `trim` fraction of pixels with the largest
     |r - median(r)|. The loss is exactly invariant to a global scale of either depth map.
@@ -101,7 +108,7 @@ def distillation_loss(
         valid: (B, H, W) bool, pixels the teacher may supervise (e.g. not padding).
         trim: fraction of the largest residual deviations dropped per image, in [0, 1).
         saturation: teacher depths above this (metres, e.g. 0.95 max_depth) are dropped; None keeps them.
-        eps: floor for the student depth (metres) and offset under the square root.
+        eps: floor for the student depth (metres), and the gradient offset under the square root.
 
     Returns:
         Scalar float32 tensor.
@@ -119,10 +126,12 @@ def distillation_loss(
     n = omega.sum(dim=1)
     mean = (r * omega).sum(dim=1, keepdim=True) / n.clamp_min(1)[:, None]
     var = (((r - mean) * omega) ** 2).sum(dim=1) / n.clamp_min(1)
-    return _mean_over(_sqrt_from_zero(var, eps), n >= 2)
+    return _mean_over(_sqrt(var, eps), n >= 2)
 
 
-def gradient_matching_loss(student: Tensor, teacher: Tensor, valid: Tensor, scales: int = 4, eps: float = 1e-6) -> Tensor:
+def gradient_matching_loss(
+    student: Tensor, teacher: Tensor, valid: Tensor, scales: int = 4, eps: float = 1e-6
+) -> Tensor:
     """Multi-scale log-gradient matching between student and teacher (CAMERA.md b6, L_grad; MiDaS L_gm on log).
 
     With r = log D_S - log D_T (teacher detached), the sum over scales s = 0..scales-1 of

@@ -1,0 +1,133 @@
+"""The file-list dataset: path resolution, mixed batches, every bad input reported with list file and line."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dataset import DataError, GenericDatasetWithIntrinsics, build_dataset, resolve_split
+from dataset.synthetic import write_synthetic_dataset
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_synthetic_dataset(tmp_path_factory.mktemp("d") / "scenes", n_train=4, n_val=2, size=(112, 84))
+
+
+def write_list(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_paths_resolve_against_list_folder_parent_and_cwd(scenes, tmp_path, monkeypatch):
+    lines = (scenes / "splits" / "train.txt").read_text().splitlines()
+    next_to_images = write_list(scenes / "beside.txt", ["# a comment", "", lines[0]])
+    assert len(GenericDatasetWithIntrinsics(next_to_images)) == 1  # list folder
+    assert len(GenericDatasetWithIntrinsics(scenes / "splits" / "train.txt")) == 4  # list folder's parent
+    monkeypatch.chdir(scenes)
+    elsewhere = write_list(tmp_path / "cwd.txt", [lines[1]])
+    assert len(GenericDatasetWithIntrinsics(elsewhere)) == 1  # working directory
+
+
+def test_sample_contents_and_mixed_intrinsics_collate(scenes, tmp_path):
+    lines = (scenes / "splits" / "train.txt").read_text().splitlines()
+    without_k = [" ".join(line.split()[:2]) for line in lines[2:]]
+    mixed = write_list(scenes / "mixed.txt", lines[:2] + without_k)
+    dataset = GenericDatasetWithIntrinsics(mixed, size=(70, 98))
+    batch = next(iter(DataLoader(dataset, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 70, 98) and batch["image"].dtype == torch.float32
+    assert batch["depth"].shape == (4, 70, 98) and batch["valid_mask"].dtype == torch.bool
+    assert batch["intrinsics"].shape == (4, 3, 3)
+    assert batch["has_intrinsics"].tolist() == [True, True, False, False]
+    assert all(p.endswith(".png") for p in batch["image_path"])
+
+
+def test_same_seed_same_augmentation(scenes):
+    dataset = GenericDatasetWithIntrinsics(scenes / "splits" / "train.txt", size=(70, 98))
+    a, b, c = dataset[(1, 5)], dataset[(1, 5)], dataset[(1, 6)]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["intrinsics"], b["intrinsics"])
+    assert not torch.equal(a["intrinsics"], c["intrinsics"])
+
+
+def test_camera_dropout_hides_intrinsics(scenes):
+    dataset = GenericDatasetWithIntrinsics(scenes / "splits" / "train.txt", size=(70, 98), camera_dropout=1.0)
+    assert not dataset[(0, 1)]["has_intrinsics"]
+
+
+def test_val_keeps_ground_truth_resolution_and_min_max_depth(scenes):
+    dataset = GenericDatasetWithIntrinsics(scenes / "splits" / "val.txt", mode="val", size=(70, 70), max_depth=3.0)
+    sample = dataset[0]
+    assert sample["image"].shape == (3, 70, 98) and sample["depth"].shape == (84, 112)
+    assert (sample["depth"][sample["valid_mask"]] <= 3.0).all()
+
+
+def test_every_bad_line_is_reported_at_once(scenes, tmp_path):
+    good = (scenes / "splits" / "train.txt").read_text().splitlines()[0]
+    image, depth, K = (str(scenes / p) for p in good.split())
+    (tmp_path / "corrupt.png").write_bytes(b"garbage bytes")
+    np.save(tmp_path / "bad_k.npy", np.array([[1.0, 0, 1], [0, -1, 1], [0, 0, 1]]))
+    bad = write_list(
+        tmp_path / "bad.txt",
+        [
+            f"{image} {depth} {K}",
+            f"{image}",
+            f"{tmp_path / 'missing.png'} {depth}",
+            f"{tmp_path / 'corrupt.png'} {depth}",
+            f"{image} {depth} {tmp_path / 'bad_k.npy'}",
+        ],
+    )
+    with pytest.raises(DataError) as err:
+        GenericDatasetWithIntrinsics(bad)
+    message = str(err.value)
+    assert "4 bad line(s)" in message
+    assert f"{bad}:2: expected 'image depth [intrinsics]', found 1 fields" in message
+    assert f"{bad}:3: {tmp_path / 'missing.png'}: file not found" in message
+    assert f"{bad}:4: {tmp_path / 'corrupt.png'}: not a valid PNG file" in message
+    assert f"{bad}:5: {tmp_path / 'bad_k.npy'}: focal lengths must be positive" in message
+
+
+def test_empty_list_and_load_time_errors(scenes, tmp_path):
+    with pytest.raises(DataError, match="the file list is empty"):
+        GenericDatasetWithIntrinsics(write_list(tmp_path / "empty.txt", ["# nothing"]))
+    image, depth, K = (str(scenes / p) for p in (scenes / "splits" / "train.txt").read_text().split()[:3])
+    np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
+    listed = write_list(tmp_path / "size.txt", [f"{image} {tmp_path / 'small.npy'}"])
+    with pytest.raises(DataError, match=rf"{listed}:1: .*small.npy: depth is 10x10 but image .* is 112x84"):
+        GenericDatasetWithIntrinsics(listed)[0]
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(open(image, "rb").read()[:60])
+    listed = write_list(tmp_path / "trunc.txt", [f"{truncated} {depth}"])
+    with pytest.raises(DataError, match=rf"{listed}:1: .*truncated.png: cannot read image"):
+        GenericDatasetWithIntrinsics(listed)[0]
+
+
+def test_skip_bad_samples_replaces_and_counts(scenes, tmp_path):
+    lines = [line.split() for line in (scenes / "splits" / "train.txt").read_text().splitlines()]
+    truncated = tmp_path / "t.png"
+    truncated.write_bytes((scenes / lines[0][0]).read_bytes()[:60])
+    listed = write_list(
+        tmp_path / "l.txt", [f"{truncated} {scenes / lines[0][1]}", f"{scenes / lines[1][0]} {scenes / lines[1][1]}"]
+    )
+    dataset = GenericDatasetWithIntrinsics(listed, size=(70, 98), skip_bad_samples=True)
+    sample = dataset[0]
+    assert sample["image_path"].endswith(lines[1][0].split("/")[-1]) and len(dataset.bad_samples) == 1
+
+
+def test_png_depth_with_scale(tmp_path):
+    rgb = np.full((28, 42, 3), 128, np.uint8)
+    cv2.imwrite(str(tmp_path / "i.png"), rgb)
+    cv2.imwrite(str(tmp_path / "d.png"), np.full((28, 42), 512, np.uint16))
+    dataset = GenericDatasetWithIntrinsics(
+        write_list(tmp_path / "l.txt", ["i.png d.png"]), "val", (28, 28), depth_scale=1 / 256
+    )
+    assert torch.allclose(dataset[0]["depth"], torch.full((28, 42), 2.0))
+
+
+def test_dataset_names_and_folders_resolve(scenes, tmp_path):
+    assert resolve_split(str(scenes), "train") == scenes / "splits" / "train.txt"
+    assert len(build_dataset(str(scenes), "val", (70, 70))) == 2
+    with pytest.raises(DataError, match="no 'train' split for dataset 'no_such_dataset'.*dataset.make_filelist"):
+        resolve_split("no_such_dataset", "train")
