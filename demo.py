@@ -38,15 +38,18 @@ SIZES = {
 }
 
 
+REPO = Path(__file__).resolve().parent
+
+
 def run(command: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, cwd=REPO)
 
 
 def main(args: argparse.Namespace) -> None:
     cfg = SIZES[args.size]
     py = sys.executable
-    data, out = Path(args.data), Path(args.out)
+    data, out = Path(args.data).resolve(), Path(args.out).resolve()
     scenes = data / f"scenes_{args.size}"
     if not (scenes / "splits" / "train.txt").exists():
         run([py, "-m", "dataset.synthetic", "--out", str(scenes), "--n-train", str(cfg["n_train"]),

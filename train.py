@@ -26,7 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dataset import build_dataset, seed_worker
+from dataset import DataError, build_dataset, seed_worker
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.configs import BACKBONE_CONFIGS
 from depth_anything_v2.distill import FrozenTeacher
@@ -92,9 +92,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     distill.add_argument("--distill-weight", type=float, default=1.0)
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs")
-    evaluation.add_argument("--eval-crop", default="none", choices=["none", "garg", "eigen", "eigen_nyu"])
-    evaluation.add_argument("--eval-min-depth", type=float, help="default: --min-depth")
-    evaluation.add_argument("--eval-max-depth", type=float, help="default: --max-depth")
+    evaluation.add_argument(
+        "--eval-crop",
+        choices=["none", "garg", "eigen", "eigen_nyu"],
+        help="evaluation crop (default: the dataset's protocol, else none)",
+    )
+    evaluation.add_argument("--eval-min-depth", type=float, help="default: the dataset's protocol, else --min-depth")
+    evaluation.add_argument("--eval-max-depth", type=float, help="default: the dataset's protocol, else --max-depth")
     evaluation.add_argument("--zoom-factor", type=float, default=2.0, help="centre zoom for eval/zoom_slope (1: off)")
     evaluation.add_argument("--eval-only", action="store_true", help="evaluate --pretrained-from and exit")
     runtime = parser.add_argument_group("runtime")
@@ -192,8 +196,6 @@ def main(args: argparse.Namespace) -> None:
             stale.unlink()  # left by a process killed inside a checkpoint write
     barrier()
     setup_logging(save_path, info.is_main)
-    args.eval_min_depth = args.min_depth if args.eval_min_depth is None else args.eval_min_depth
-    args.eval_max_depth = args.max_depth if args.eval_max_depth is None else args.eval_max_depth
     seed_all(args.seed + info.rank)
     if info.is_main:
         (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
@@ -216,7 +218,15 @@ def main(args: argparse.Namespace) -> None:
         depth_scale=args.depth_scale,
         skip_bad_samples=args.skip_bad_samples,
     )
-    val_set = build_dataset(args.dataset, "val", size, mode="val", **common)
+    try:
+        val_set = build_dataset(args.dataset, "val", size, mode="val", **common)
+    except DataError as err:
+        raise SystemExit(f"validation data: {err}") from None
+    protocol = {"eval_crop": "none", "eval_min_depth": args.min_depth, "eval_max_depth": args.max_depth}
+    protocol.update(getattr(val_set, "eval_defaults", {}))
+    for key, value in protocol.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
     model = DepthAnythingV2(
         args.encoder,
@@ -247,15 +257,18 @@ def main(args: argparse.Namespace) -> None:
         cleanup_distributed()
         return
 
-    train_set = build_dataset(
-        args.dataset,
-        "train",
-        size,
-        mode="train",
-        zoom_range=None if args.no_zoom else tuple(args.zoom_range),
-        camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
-        **common,
-    )
+    try:
+        train_set = build_dataset(
+            args.dataset,
+            "train",
+            size,
+            mode="train",
+            zoom_range=None if args.no_zoom else tuple(args.zoom_range),
+            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
+            **common,
+        )
+    except DataError as err:
+        raise SystemExit(f"training data: {err}") from None
     sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
     loader = DataLoader(
         train_set,

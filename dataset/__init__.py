@@ -30,6 +30,12 @@ def resolve_split(dataset: str, split: str) -> Path:
     )
 
 
+# Named datasets with their own decoding and cameras: name -> builder(split, size, mode, root, **kwargs). Each
+# returns a GenericDatasetWithIntrinsics whose `eval_defaults` ({'eval_crop', 'eval_min_depth', 'eval_max_depth'})
+# train.py applies when the user gives no evaluation flags.
+NAMED_DATASETS: dict = {}
+
+
 def build_dataset(
     name: str, split: str, size: tuple[int, int], mode: str | None = None, root: str | None = None, **kwargs
 ) -> GenericDatasetWithIntrinsics:
@@ -40,11 +46,13 @@ def build_dataset(
         split: 'train' | 'val' | another list name.
         size: training crop (height, width) / evaluation lower bound.
         mode: 'train' or 'val' (default: 'train' for the train split, else 'val').
-        root: data root of a named dataset.
+        root: data root of a named dataset (relative list paths resolve against it first).
         kwargs: passed to GenericDatasetWithIntrinsics.
     """
     mode = mode or ("train" if split == "train" else "val")
-    return GenericDatasetWithIntrinsics(resolve_split(name, split), mode=mode, size=size, **kwargs)
+    if name in NAMED_DATASETS:
+        return NAMED_DATASETS[name](split, size, mode, root, **kwargs)
+    return GenericDatasetWithIntrinsics(resolve_split(name, split), mode=mode, size=size, root=root, **kwargs)
 
 
 __all__ = [

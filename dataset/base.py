@@ -29,18 +29,19 @@ class ListEntry:
     intrinsics: np.ndarray | None
 
 
-def resolve_path(raw: str, list_path: Path) -> Path | None:
-    """A list entry's path: absolute, else relative to the working directory, the list's folder, or its parent."""
+def resolve_path(raw: str, list_path: Path, root: Path | None = None) -> Path | None:
+    """A list entry's path: absolute, else relative to `root` (a named dataset's --data-root), the working
+    directory, the list's folder, or its parent."""
     path = Path(raw)
     if path.is_absolute():
         return path if path.exists() else None
-    for base in (Path.cwd(), list_path.parent, list_path.parent.parent):
+    for base in (*([root] if root else []), Path.cwd(), list_path.parent, list_path.parent.parent):
         if (base / path).exists():
             return base / path
     return None
 
 
-def parse_filelist(list_path: str | Path) -> list[ListEntry]:
+def parse_filelist(list_path: str | Path, root: str | Path | None = None) -> list[ListEntry]:
     """Read a list and run the cheap checks on every line, raising one DataError that lists every bad line.
 
     Checks: 2 or 3 fields, files exist (see `resolve_path`), image header bytes, intrinsics readable and valid.
@@ -58,7 +59,7 @@ def parse_filelist(list_path: str | Path) -> list[ListEntry]:
         if len(fields) not in (2, 3):
             problems.append(f"{where}: expected 'image depth [intrinsics]', found {len(fields)} fields: {text!r}")
             continue
-        paths = [resolve_path(f, list_path) for f in fields]
+        paths = [resolve_path(f, list_path, Path(root) if root else None) for f in fields]
         missing = [f for f, p in zip(fields, paths) if p is None]
         if missing:
             problems.extend(f"{where}: {f}: file not found" for f in missing)
@@ -100,6 +101,7 @@ class GenericDatasetWithIntrinsics(Dataset):
             next one instead of raising.
         depth_reader: `(path) -> (H, W) float32 metres` replacing the generic reader (named datasets).
         teacher_cache: folder of cached teacher predictions (`<index>.npy`, see depth_anything_v2.distill).
+        root: extra folder that relative list paths are resolved against first (named datasets' --data-root).
 
     Samples are dicts: image (3, H, W) float32 ImageNet-normalized; depth (H, W) float32 metres (0 invalid);
     valid_mask (H, W) bool; image_valid (H, W) bool (False on zoom padding); intrinsics (3, 3) float32 in
@@ -122,13 +124,14 @@ class GenericDatasetWithIntrinsics(Dataset):
         skip_bad_samples: bool = False,
         depth_reader: Callable[[Path], np.ndarray] | None = None,
         teacher_cache: str | Path | None = None,
+        root: str | Path | None = None,
     ) -> None:
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
         if size[0] % 14 or size[1] % 14:
             raise ValueError(f"size {size} must be multiples of 14")
         self.filelist_path = Path(filelist_path)
-        self.entries = parse_filelist(self.filelist_path)
+        self.entries = parse_filelist(self.filelist_path, root)
         self.mode, self.size = mode, tuple(size)
         self.depth_scale, self.min_depth, self.max_depth = depth_scale, min_depth, max_depth
         self.zoom_range, self.hflip, self.photometric = zoom_range, hflip, photometric

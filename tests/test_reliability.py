@@ -188,3 +188,30 @@ def test_unwritable_or_full_save_path_fails_at_start(data, tmp_path):
     (full / ".write_test").symlink_to("/dev/full")
     with pytest.raises(SystemExit, match="No space left on device"):
         train.main(parser.parse_args(args_for(data, full)))
+
+
+def test_corrupt_image_stops_at_start_or_is_skipped_and_logged(data, tmp_path):
+    scenes = tmp_path / "scenes"
+    write_synthetic_dataset(scenes, n_train=6, n_val=2, size=(84, 70), seed=2)
+    lines = (scenes / "splits" / "train.txt").read_text().splitlines()
+    (scenes / "images" / "garbage.png").write_bytes(b"definitely not a png")
+    truncated = scenes / "images" / "truncated.png"
+    truncated.write_bytes((scenes / lines[0].split()[0]).read_bytes()[:80])
+    depth_k = " ".join(lines[0].split()[1:])
+    (scenes / "splits" / "train.txt").write_text("\n".join([*lines, f"images/garbage.png {depth_k}"]) + "\n")
+    parser = train.get_args_parser()
+    argv = args_for(data, tmp_path / "run", "--max-steps", "3", "--epochs", "1")
+    argv[argv.index("--dataset") + 1] = str(scenes)
+    with pytest.raises(
+        SystemExit, match=r"(?s)training data: 1 bad line\(s\).*train.txt:7: .*garbage.png: not a valid PNG"
+    ):
+        train.main(parser.parse_args(argv))
+    # A file that passes the header check but fails to decode is found at load time: an error naming the list
+    # line by default, a skipped and logged sample with --skip-bad-samples.
+    (scenes / "splits" / "train.txt").write_text("\n".join([f"images/truncated.png {depth_k}", *lines[1:]]) + "\n")
+    with pytest.raises(Exception, match=r"train.txt:1: .*truncated.png: cannot read image"):
+        train.main(parser.parse_args(argv))
+    train.main(parser.parse_args([*argv, "--skip-bad-samples", "--save-path", str(tmp_path / "skip")]))
+    assert (tmp_path / "skip" / "latest.pth").exists()
+    log = (tmp_path / "skip" / "train.log").read_text()
+    assert "skipping bad sample" in log and "truncated.png" in log
