@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import hypersim, kitti, nyu, vkitti2
 from .base import GenericDatasetWithIntrinsics, parse_filelist, seed_worker
 from .io import DataError
 
@@ -33,7 +34,7 @@ def resolve_split(dataset: str, split: str) -> Path:
 # Named datasets with their own decoding and cameras: name -> builder(split, size, mode, root, **kwargs). Each
 # returns a GenericDatasetWithIntrinsics whose `eval_defaults` ({'eval_crop', 'eval_min_depth', 'eval_max_depth'})
 # train.py applies when the user gives no evaluation flags.
-NAMED_DATASETS: dict = {}
+NAMED_DATASETS: dict = {adapter.NAME: adapter.build for adapter in (hypersim, vkitti2, kitti, nyu)}
 
 
 def build_dataset(
