@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from dataset import DataError, build_dataset, seed_worker
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.configs import BACKBONE_CONFIGS
-from depth_anything_v2.distill import FrozenTeacher
+from depth_anything_v2.distill import FrozenTeacher, cache_teacher_predictions
 from util.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from util.dist import DistInfo, barrier, cleanup_distributed, get_rng_state, init_distributed, seed_all, set_rng_state
 from util.engine import NonFiniteLossError, ResumableSampler, evaluate, train_one_epoch
@@ -90,6 +90,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher-checkpoint", help="frozen camera-less teacher (official or ours)")
     distill.add_argument("--teacher-encoder", help="teacher encoder for official checkpoints (default: inferred)")
     distill.add_argument("--distill-weight", type=float, default=1.0)
+    distill.add_argument(
+        "--cache-teacher",
+        action="store_true",
+        help="run the teacher once per image into <save-path>/teacher_cache and warp its predictions "
+        "with each augmentation instead of running it every step",
+    )
     evaluation = parser.add_argument_group("evaluation")
     evaluation.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs")
     evaluation.add_argument(
@@ -118,6 +124,8 @@ def check_args(args: argparse.Namespace, info: DistInfo) -> None:
     errors = []
     if args.use_distillation and not args.teacher_checkpoint:
         errors.append("--use-distillation needs --teacher-checkpoint PATH (a camera-less teacher)")
+    if args.cache_teacher and not args.use_distillation:
+        errors.append("--cache-teacher caches the teacher of --use-distillation; add --use-distillation")
     depth = BACKBONE_CONFIGS[args.encoder]["depth"]
     if args.use_camera_intrinsics and not 0 <= args.cam_token_inject_layer < depth:
         errors.append(f"--cam-token-inject-layer must be in 0..{depth - 1} for {args.encoder} ({depth} blocks)")
@@ -292,6 +300,12 @@ def main(args: argparse.Namespace) -> None:
             )
         except CheckpointError as err:
             raise SystemExit(f"--teacher-checkpoint: {err}") from None
+    if teacher is not None and args.cache_teacher:
+        cache_dir = save_path / "teacher_cache"
+        computed = cache_teacher_predictions(teacher, train_set, cache_dir, args.img_size, info.rank, info.world_size)
+        barrier()
+        train_set.teacher_cache = cache_dir
+        logger.info("teacher predictions cached in %s (%d computed by this process)", cache_dir, computed)
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
     iters_per_epoch = len(train_set) // (args.bs * info.world_size)

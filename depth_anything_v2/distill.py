@@ -8,6 +8,10 @@ teacher's focal-length-dependent scale error is not transferred (CAMERA.md b6).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +55,46 @@ class FrozenTeacher(nn.Module):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             depth = self.model(x)
         return depth.float().clone()
+
+
+@torch.inference_mode()
+def cache_teacher_predictions(
+    teacher: FrozenTeacher, dataset, cache_dir: str | Path, input_size: int, rank: int = 0, world_size: int = 1
+) -> int:
+    """Run the teacher once per training image and store its depth at the image's own resolution.
+
+    The dataset then warps `<index>.npy` with each sample's augmentation (nearest, like the ground truth), so
+    the teacher need not run every step. The cached target is the teacher's view of the whole image rather than
+    of the crop; the distillation loss is scale-invariant, so the zoom's change of apparent scale does not
+    matter. Files already present are kept (a resumed run does not recompute them).
+
+    Args:
+        teacher: the frozen teacher.
+        dataset: a GenericDatasetWithIntrinsics (its `load(index)` gives the RGB image).
+        cache_dir: output folder.
+        input_size: network short side for the teacher (use the training crop size).
+        rank, world_size: each process computes every world_size-th image.
+
+    Returns:
+        Number of predictions computed by this process.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    computed = 0
+    for index in range(rank, len(dataset), world_size):
+        path = cache_dir / f"{index}.npy"
+        if path.exists():
+            continue
+        rgb = dataset.load(index)[0]
+        device_type = next(teacher.model.parameters()).device.type
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=teacher.bf16):
+            depth = teacher.model.infer_image(np.ascontiguousarray(rgb[..., ::-1]), input_size)
+        tmp = cache_dir / f".{index}.npy.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.save(f, depth.astype(np.float32))
+        os.replace(tmp, path)
+        computed += 1
+    return computed
 
 
 def student_loss(

@@ -154,3 +154,35 @@ def test_optimizer_groups_and_lr_multiplier():
     assert groups["backbone"]["lr_scale"] == 1.0
     no_decay = {id(p) for p in groups["backbone_no_decay"]["params"]}
     assert id(model.pretrained.cls_token) in no_decay and id(model.pretrained.blocks[0].norm1.weight) in no_decay
+
+
+def test_cached_teacher_targets_equal_fresh_ones(data, tmp_path):
+    """With an identity augmentation (crop = image size, no zoom, no flip), the cached and warped teacher map is
+    the teacher's prediction on the training input itself."""
+    from dataset import GenericDatasetWithIntrinsics
+    from depth_anything_v2.distill import FrozenTeacher, cache_teacher_predictions
+
+    teacher = FrozenTeacher(str(data / "teacher.pth"), torch.device("cpu"), max_depth=10.0)
+    for head in (teacher.model.depth_head.scratch.output_conv2[0], teacher.model.depth_head.scratch.output_conv2[2]):
+        head.weight.data *= 20  # make the depth vary across the image, not sit on its bias
+    dataset = GenericDatasetWithIntrinsics(
+        data / "scenes" / "splits" / "train.txt", size=(84, 112), zoom_range=None, hflip=False, photometric=False
+    )
+    assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == len(dataset)
+    assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == 0  # kept, not redone
+    dataset.teacher_cache = tmp_path / "cache"
+    for index in range(2):
+        sample = dataset[(index, 0)]
+        fresh = teacher(sample["image"][None])[0]
+        assert fresh.std() > 1e-3 * fresh.mean()
+        torch.testing.assert_close(sample["teacher_depth"], fresh, rtol=1e-4, atol=0)
+
+
+def test_training_with_a_cached_teacher(data, tmp_path):
+    save_path = tmp_path / "cached"
+    extra = ["--epochs", "1", "--use-camera-intrinsics", "--use-distillation", "--cache-teacher",
+             "--teacher-checkpoint", str(data / "teacher.pth")]  # fmt: skip
+    train.main(train.get_args_parser().parse_args(base_args(data, save_path, *extra)))
+    assert len(list((save_path / "teacher_cache").glob("*.npy"))) == 6
+    events = read_jsonl(save_path / "metrics.jsonl")
+    assert all(e["train/loss_distill"] >= 0 for e in events if "train/loss_distill" in e)

@@ -103,7 +103,11 @@ def train_one_epoch(
                 pred = model(x, batch["intrinsics"], batch["has_intrinsics"])
             else:
                 pred = model(x)
-            teacher_depth = teacher(x) if teacher is not None else None
+            teacher_depth = None
+            if "teacher_depth" in batch:  # cached teacher prediction, warped like the ground truth
+                teacher_depth = batch["teacher_depth"]
+            elif teacher is not None:
+                teacher_depth = teacher(x)
         loss, terms = student_loss(
             pred.float(), batch, args.min_depth, args.max_depth, teacher_depth, args.distill_weight
         )
