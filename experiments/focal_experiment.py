@@ -133,8 +133,8 @@ def plot(summary: dict, path: Path) -> None:
             cv2.putText(
                 canvas, variant, (bx + bw // 2 - 6, height - margin + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
             )
-            cv2.putText(canvas, f"{stats['mean']:.2f}", (bx, y(stats["mean"]) - 4 if stats["mean"] >= 0 else y(stats["mean"]) + 14),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)  # fmt: skip
+            label_y = y(stats["mean"]) - 4 if stats["mean"] >= 0 else y(stats["mean"]) + 14
+            cv2.putText(canvas, f"{stats['mean']:.2f}", (bx, label_y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
         cv2.putText(canvas, metric, (x0 + panel // 2 - 40, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.65, (0, 0, 0), 2)
     cv2.imwrite(str(path), canvas)
 
