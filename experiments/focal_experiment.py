@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import statistics
 import subprocess
@@ -35,23 +36,25 @@ from dataset.synthetic import write_synthetic_dataset  # noqa: E402
 METRICS = ("abs_rel", "d1", "zoom_slope")
 
 
-def run(command: list[str], log: Path) -> None:
+def run(command: list[str], log: Path, threads: int) -> None:
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with open(log, "a") as f:
-        subprocess.run(command, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+        subprocess.run(command, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def train_and_eval(name: str, extra: list[str], cfg: dict, work: Path, log: Path) -> dict:
     """Train one variant, then evaluate its last checkpoint on the test split; returns the eval metrics."""
     py, save = sys.executable, work / name
     common = ["--encoder", "vits", "--img-size", str(cfg["crop"]), "--max-depth", "20", "--bs", str(cfg["bs"]),
-              "--workers", "1", "--precision", "bf16", "--device", "cpu", "--seed", str(cfg["seed"]),
+              "--workers", "0", "--precision", "bf16", "--device", "cpu", "--seed", str(cfg["seed"]),
               "--log-interval", "20", "--zoom-factor", "2"]  # fmt: skip
     run([py, "train.py", *common, "--dataset", str(work / "train_data"), "--save-path", str(save),
-         "--eval-interval", "1000", *extra], log)  # fmt: skip
+         "--eval-interval", "1000", *extra], log, cfg["threads"])  # fmt: skip
     camera = ["--use-camera-intrinsics"] if "--use-camera-intrinsics" in extra else []
     run([py, "train.py", *common, *camera, "--dataset", str(work / "test_data"), "--eval-only",
-         "--pretrained-from", str(save / "latest.pth"), "--save-path", str(save / "test_eval")], log)  # fmt: skip
+         "--pretrained-from", str(save / "latest.pth"), "--save-path", str(save / "test_eval")],
+        log, cfg["threads"])  # fmt: skip
     return json.loads((save / "test_eval" / "eval.json").read_text())
 
 
@@ -145,9 +148,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
     parser.add_argument("--work", default="runs/focal_experiment", help="scratch folder for data and checkpoints")
     parser.add_argument("--out", default="experiments/results", help="where the json, md and png go")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (1 on a busy machine)")
     args = parser.parse_args()
     cfg = {"n_train": 320, "n_test": 48, "width": 112, "height": 84, "crop": 70, "bs": 8, "lr": 2e-4,
            "epochs_a": 10, "epochs_bc": 5}  # fmt: skip
+    cfg["threads"] = args.threads
     if args.quick:
         cfg.update(n_train=32, n_test=8, epochs_a=1, epochs_bc=1)
     work, out = REPO / args.work, REPO / args.out
