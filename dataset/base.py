@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .io import DataError, check_image_header, read_depth, read_image, read_intrinsics
+from .io import DataError, check_image_header, clean_depth, read_depth, read_image, read_intrinsics
 from .transform import train_view, val_view
 
 logger = logging.getLogger(__name__)
@@ -99,14 +99,17 @@ class GenericDatasetWithIntrinsics(Dataset):
         camera_dropout: probability that a calibrated training sample is presented without K.
         skip_bad_samples: a sample that fails to load is logged, counted in `bad_samples` and replaced by the
             next one instead of raising.
-        depth_reader: `(path) -> (H, W) float32 metres` replacing the generic reader (named datasets).
+        depth_reader: `(path) -> (H, W) depth in metres` replacing the generic reader (named datasets); its NaN,
+            inf, 0 and negative values become invalid, and the OSError / ValueError / KeyError it raises are
+            reported as DataErrors naming the list line.
         teacher_cache: folder of cached teacher predictions (`<index>.npy`, see depth_anything_v2.distill).
         root: extra folder that relative list paths are resolved against first (named datasets' --data-root).
 
     Samples are dicts: image (3, H, W) float32 ImageNet-normalized; depth (H, W) float32 metres (0 invalid);
     valid_mask (H, W) bool; image_valid (H, W) bool (False on zoom padding); intrinsics (3, 3) float32 in
     pixels of the returned image (a canonical K when absent); has_intrinsics bool; image_path str; index int.
-    Indexing with (index, seed) makes the augmentation a function of the seed (exact resume).
+    Indexing with (index, seed) makes the augmentation a function of the seed (exact resume). Building a dataset
+    sets OpenCV to one thread in this process (see `seed_worker`).
     """
 
     def __init__(
@@ -137,9 +140,13 @@ class GenericDatasetWithIntrinsics(Dataset):
         self.zoom_range, self.hflip, self.photometric = zoom_range, hflip, photometric
         self.camera_dropout = camera_dropout
         self.skip_bad_samples = skip_bad_samples
-        self.depth_reader = depth_reader or (lambda path: read_depth(path, self.depth_scale))
+        self.depth_reader = depth_reader
         self.teacher_cache = None if teacher_cache is None else Path(teacher_cache)
         self.bad_samples: list[str] = []
+        # DataLoader workers are forked from this process. A child that changes OpenCV's thread count while its
+        # parent had live pool threads can deadlock (the pool's condition variables are copied mid-use), so the
+        # parent drops its pool before any fork; workers then inherit one thread and touch nothing.
+        cv2.setNumThreads(1)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -150,9 +157,14 @@ class GenericDatasetWithIntrinsics(Dataset):
         where = f"{self.filelist_path}:{entry.line}"
         try:
             image = read_image(entry.image)
-            depth = self.depth_reader(entry.depth)
+            if self.depth_reader is None:
+                depth = read_depth(entry.depth, self.depth_scale)
+            else:  # a plug-in reader's output gets the same invalid-value rule as ours
+                depth = clean_depth(self.depth_reader(entry.depth))
         except DataError as err:
             raise DataError(f"{where}: {err}") from None
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"{where}: {entry.depth}: cannot read depth ({err!r})") from None
         if depth.shape != image.shape[:2]:
             raise DataError(
                 f"{where}: {entry.depth}: depth is {depth.shape[1]}x{depth.shape[0]} but image {entry.image} "
@@ -224,9 +236,7 @@ class GenericDatasetWithIntrinsics(Dataset):
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker init: one OpenCV thread per worker (workers already run in parallel) and numpy seeded
-    from the worker's torch seed."""
-    import cv2
-
-    cv2.setNumThreads(1)
+    from the worker's torch seed (torch itself already uses one thread in workers)."""
+    if cv2.getNumThreads() != 1:  # already 1 when inherited from a parent that built our dataset
+        cv2.setNumThreads(1)
     np.random.seed(torch.initial_seed() % 2**32)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")

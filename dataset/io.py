@@ -78,9 +78,16 @@ def read_depth(path: str | Path, depth_scale: float = 1.0) -> np.ndarray:
         depth = depth[..., 0]
     if depth.ndim != 2:
         raise DataError(f"{path}: depth must be a 2-D (H, W) array, got shape {depth.shape}")
-    depth = depth.astype(np.float32) * np.float32(depth_scale)
-    depth[~np.isfinite(depth) | (depth <= 0)] = 0.0
-    return depth
+    scaled = depth.astype(np.float32) * np.float32(depth_scale)
+    if np.issubdtype(depth.dtype, np.integer) and depth_scale > 0:  # finite: only 0 or negative can be invalid
+        return np.maximum(scaled, np.float32(0), out=scaled)
+    return clean_depth(scaled)
+
+
+def clean_depth(depth: np.ndarray) -> np.ndarray:
+    """(H, W) depth in metres -> float32 with every invalid value (NaN, inf, 0, negative) set to 0."""
+    depth = np.asarray(depth, dtype=np.float32)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(0))
 
 
 def _read_h5(path: Path) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -131,3 +133,80 @@ def test_dataset_names_and_folders_resolve(scenes, tmp_path):
     assert len(build_dataset(str(scenes), "val", (70, 70))) == 2
     with pytest.raises(DataError, match="no 'train' split for dataset 'no_such_dataset'.*dataset.make_filelist"):
         resolve_split("no_such_dataset", "train")
+
+
+def test_names_under_the_splits_folder_and_lists_directly_in_a_folder(scenes, tmp_path, monkeypatch):
+    import dataset as dataset_package
+
+    named = tmp_path / "splits_root" / "my_data"
+    named.mkdir(parents=True)
+    line = (scenes / "splits" / "train.txt").read_text().splitlines()[0]
+    write_list(named / "val.txt", [" ".join(str(scenes / p) for p in line.split())])
+    monkeypatch.setattr(dataset_package, "SPLITS_DIR", tmp_path / "splits_root")
+    assert resolve_split("my_data", "val") == named / "val.txt"
+    assert resolve_split(str(named), "val") == named / "val.txt"  # a folder holding the lists itself
+    with pytest.raises(DataError, match=rf"tried {named / 'splits' / 'train.txt'}, {named / 'train.txt'}"):
+        resolve_split(str(named), "train")
+    assert len(build_dataset("my_data", "val", (70, 70))) == 1
+
+
+def test_root_and_custom_depth_reader(scenes, tmp_path):
+    lines = (scenes / "splits" / "val.txt").read_text().splitlines()
+    listed = write_list(tmp_path / "elsewhere.txt", lines)  # relative paths, resolvable only against the root
+    with pytest.raises(DataError, match="file not found"):
+        GenericDatasetWithIntrinsics(listed)
+    read = []
+
+    def halved(path):
+        read.append(path)
+        depth = np.load(path).astype(np.float64) / 2
+        depth[:2, :3] = [[np.nan, -1.0, np.inf], [0.0, 1.5, 2.5]]
+        return depth
+
+    dataset = GenericDatasetWithIntrinsics(listed, mode="val", size=(70, 70), root=scenes, depth_reader=halved)
+    expected = np.load(scenes / lines[0].split()[1]) / 2
+    expected[:2, :3] = [[0, 0, 0], [0, 1.5, 2.5]]
+    sample = dataset[0]
+    assert sample["depth"].dtype == torch.float32
+    np.testing.assert_allclose(sample["depth"].numpy(), expected, rtol=1e-6)
+    assert sample["valid_mask"][:2, :3].tolist() == [[False] * 3, [False, True, True]]
+    assert read == [scenes / lines[0].split()[1]]
+
+    def broken(path):
+        raise KeyError("no 'depth' in the file")
+
+    dataset = GenericDatasetWithIntrinsics(listed, mode="val", size=(70, 70), root=scenes, depth_reader=broken)
+    with pytest.raises(DataError, match=rf"{listed}:1: .*val_00000.npy: cannot read depth \(KeyError"):
+        dataset[0]
+
+
+def test_workers_start_with_one_opencv_thread_even_after_threaded_opencv_in_the_parent(scenes):
+    """Regression: a worker calling cv2.setNumThreads after the parent ran OpenCV's thread pool could deadlock."""
+    from dataset import seed_worker
+
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        cv2.resize(np.zeros((800, 800, 3), np.uint8), (1200, 1200))  # the parent's pool threads are now live
+        dataset = GenericDatasetWithIntrinsics(scenes / "splits" / "train.txt", size=(70, 98))
+        assert cv2.getNumThreads() == 1
+        for _ in range(3):  # the deadlock was intermittent: start several workers
+            loader = DataLoader(dataset, batch_size=4, num_workers=1, worker_init_fn=seed_worker, timeout=30)
+            assert next(iter(loader))["image"].shape == (4, 3, 70, 98)
+        cv2.setNumThreads(3)
+        seed_worker(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def test_loader_benchmark_reports_rates(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_loader import measure_loader, write_benchmark_data
+
+    filelist = write_benchmark_data(tmp_path, n_images=2)
+    assert cv2.imread(str(tmp_path / "0.jpg")).shape == (480, 640, 3)
+    assert cv2.imread(str(tmp_path / "0_depth.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    result = measure_loader(size=70, num_workers=0, samples=4, repeats=2, batch_size=2, filelist=filelist)
+    assert len(result["pass_seconds"]) == 2 and result["samples_per_s"] > 0
+    assert result["samples_per_s_per_worker"] == result["samples_per_s"] and result["samples_per_cpu_s"] > 0

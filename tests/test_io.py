@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dataset.io import DataError, check_image_header, read_depth, read_image, read_intrinsics
+from util.geometry import make_intrinsics, read_ply, unproject, validate_intrinsics, write_ply
 
 
 def test_npy_depth_marks_invalid_values_as_zero(tmp_path):
@@ -18,6 +19,13 @@ def test_png_depth_is_multiplied_by_the_scale(tmp_path):
     raw = np.array([[256, 512], [0, 65535]], dtype=np.uint16)
     cv2.imwrite(str(tmp_path / "d.png"), raw)
     np.testing.assert_allclose(read_depth(tmp_path / "d.png", depth_scale=1 / 256), [[1, 2], [0, 65535 / 256]])
+
+
+def test_integer_npy_depth_is_scaled_and_zero_stays_invalid(tmp_path):
+    np.save(tmp_path / "mm.npy", np.array([[0, 1500], [65535, 2]], dtype=np.uint16))
+    depth = read_depth(tmp_path / "mm.npy", depth_scale=1e-3)
+    assert depth.dtype == np.float32
+    np.testing.assert_allclose(depth, [[0, 1.5], [65.535, 0.002]], rtol=1e-6)
 
 
 def test_eight_bit_png_depth_is_rejected(tmp_path):
@@ -76,3 +84,19 @@ def test_image_reading_and_header_check(tmp_path):
     assert check_image_header(tmp_path / "empty.png") == "image file is empty"
     with pytest.raises(DataError, match="fake.jpg: cannot read image"):
         read_image(tmp_path / "fake.jpg")
+
+
+def test_ply_round_trip_of_unprojected_depth(tmp_path):
+    K = make_intrinsics(50.0, 55.0, 2.0, 1.0)
+    assert validate_intrinsics(K) is None
+    depth = np.array([[2.0, 4.0, 1.0], [3.0, 0.5, 8.0]], dtype=np.float32)
+    points = unproject(depth, K)
+    assert points.shape == (2, 3, 3)
+    np.testing.assert_allclose(points[1, 2], [(2 - 2.0) / 50 * 8, (1 - 1.0) / 55 * 8, 8.0])
+    np.testing.assert_allclose(points[0, 0], [-2 / 50 * 2, -1 / 55 * 2, 2.0])
+    colors = np.arange(18, dtype=np.uint8).reshape(6, 3)
+    write_ply(tmp_path / "cloud.ply", points.reshape(-1, 3).astype(np.float32), colors)
+    assert (tmp_path / "cloud.ply").read_bytes().startswith(b"ply\nformat binary_little_endian 1.0\nelement vertex 6\n")
+    read_points, read_colors = read_ply(tmp_path / "cloud.ply")
+    np.testing.assert_array_equal(read_points, points.reshape(-1, 3).astype(np.float32))
+    np.testing.assert_array_equal(read_colors, colors)

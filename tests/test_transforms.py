@@ -9,7 +9,7 @@ import pytest
 
 from dataset import GenericDatasetWithIntrinsics
 from dataset.synthetic import Scene, random_intrinsics
-from dataset.transform import sample_train_affine, train_view, val_view, warp_view
+from dataset.transform import jitter_normalize, normalize_image, sample_train_affine, train_view, val_view, warp_view
 from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
 from util.geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics, unproject
 
@@ -138,3 +138,23 @@ def test_warp_maps_pixel_centres_exactly_including_the_area_preshrink(zoom):
     src_v = (np.arange(70) - affine.by) / affine.ay
     np.testing.assert_allclose(out[..., 0][inner], np.broadcast_to(src_u[None, :], (70, 98))[inner], atol=1e-3)
     np.testing.assert_allclose(out[..., 1][inner], np.broadcast_to(src_v[:, None], (70, 98))[inner], atol=1e-3)
+
+
+def test_normalization_table_and_jitter_leave_padding_at_zero():
+    rgb = np.random.default_rng(0).integers(0, 256, (14, 28, 3), dtype=np.uint8)
+    expected = (np.clip(1.2 * rgb.astype(np.float64) - 10, 0, 255) / 255 - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_allclose(normalize_image(rgb, 1.2, -10), expected.transpose(2, 0, 1), atol=1e-5)
+    gray = np.repeat(rgb[..., :1], 3, axis=2)  # saturation leaves grey pixels grey
+    jittered = jitter_normalize(gray, np.random.default_rng(1))
+    np.testing.assert_allclose(*(to_rgb(jittered)[..., c] for c in (0, 1)), atol=1.5)
+    depth = np.full((84, 112), 3.0, np.float32)
+    K = np.array([[90.0, 0, 55.5], [0, 90.0, 41.5], [0, 0, 1]])
+    big = rgb.repeat(6, 0).repeat(4, 1)
+    views = [train_view(big, depth, K, (70, 98), 0.6, True, np.random.default_rng(2), jitter=j) for j in (False, True)]
+    np.testing.assert_array_equal(views[0]["K"], views[1]["K"])
+    np.testing.assert_array_equal(views[0]["depth"], views[1]["depth"])
+    assert not np.allclose(views[0]["image"], views[1]["image"], atol=0.05)
+    rows, cols = views[0]["image_valid"].any(axis=1), views[0]["image_valid"].any(axis=0)
+    assert (~rows).any() and (~cols).any()
+    for view in views:
+        assert (view["image"][:, ~rows] == 0).all() and (view["image"][:, :, ~cols] == 0).all()
