@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import hypersim, kitti, nyu, vkitti2
 from .base import GenericDatasetWithIntrinsics, parse_filelist, seed_worker
-from .io import DataError
+from .io import DataError, first_existing_file
 
 SPLITS_DIR = Path(__file__).parent / "splits"
 
@@ -21,13 +21,11 @@ def resolve_split(dataset: str, split: str) -> Path:
     folder = Path(dataset)
     if folder.is_dir():
         candidates = [folder / "splits" / f"{split}.txt", folder / f"{split}.txt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise DataError(
-        f"no '{split}' split for dataset {dataset!r} (tried {tried}); create it with "
-        f"`python -m dataset.make_filelist --images DIR --depths DIR [--intrinsics DIR] --out {SPLITS_DIR / dataset}`"
+    return first_existing_file(
+        candidates,
+        f"'{split}' split for dataset {dataset!r}",
+        f"create it with `python -m dataset.make_filelist --images DIR --depths DIR [--intrinsics DIR] "
+        f"--out {SPLITS_DIR / dataset}`",
     )
 
 

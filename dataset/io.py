@@ -26,6 +26,15 @@ class DataError(ValueError):
     """A data file that cannot be used; the message names the file (and list line) and what is wrong."""
 
 
+def first_existing_file(candidates: list[Path], what: str, hint: str) -> Path:
+    """The first of `candidates` that is a file; otherwise a DataError naming `what`, every path tried and `hint`."""
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise DataError(f"no {what} (tried {tried}); {hint}")
+
+
 def check_image_header(path: Path) -> str | None:
     """Cheap check (8 bytes): None if the file starts like an image of its suffix, else the problem."""
     magic = _MAGIC.get(path.suffix.lower())

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import hypersim, kitti, nyu, vkitti2
 from .base import GenericDatasetWithIntrinsics
-from .io import DataError
+from .io import DataError, first_existing_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,13 +39,10 @@ def find_split_list(name: str, split: str, root: str | Path) -> Path:
     """`root/splits/<split>.txt` if present, else `dataset/splits/<name>/<split>.txt`; DataError says how to
     create it."""
     candidates = [Path(root) / "splits" / f"{split}.txt", SPLITS_DIR / name / f"{split}.txt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise DataError(
-        f"no '{split}' list for {name} (tried {tried}); create it with "
-        f"`python -m dataset.prepare {name} --root {root} --out {SPLITS_DIR / name}`"
+    return first_existing_file(
+        candidates,
+        f"'{split}' list for {name}",
+        f"create it with `python -m dataset.prepare {name} --root {root} --out {SPLITS_DIR / name}`",
     )
 
 
