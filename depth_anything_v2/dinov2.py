@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .configs import BACKBONE_CONFIGS
 from .dinov2_layers import Block, Mlp, PatchEmbed, SwiGLUFFNFused
@@ -51,6 +52,8 @@ class DinoVisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
+        # Recompute each block's activations in the backward pass instead of storing them (large encoders).
+        self.grad_checkpointing = False
         self.patch_size = patch_size
         self.interpolate_offset = interpolate_offset
         self.interpolate_antialias = interpolate_antialias
@@ -127,7 +130,8 @@ class DinoVisionTransformer(nn.Module):
             norm: apply the final LayerNorm to the returned tokens.
             after_block: optional `(block_index, tokens) -> tokens` applied after every block (camera injection).
             grad_from_block: blocks before this index run without autograd (frozen backbone below the first
-                block that needs gradients).
+                block that needs gradients); later blocks are recomputed in the backward pass when
+                `grad_checkpointing` is set.
 
         Returns:
             A tuple of (B, N, C) patch tokens, or of ((B, N, C), (B, C)) pairs with `return_class_token`.
@@ -136,7 +140,12 @@ class DinoVisionTransformer(nn.Module):
         with torch.no_grad() if grad_from_block > 0 else nullcontext():
             x = self.prepare_tokens(x)
         for i, block in enumerate(self.blocks):
-            with torch.no_grad() if i < grad_from_block else nullcontext():
+            if i < grad_from_block:
+                with torch.no_grad():
+                    x = block(x)
+            elif self.grad_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
                 x = block(x)
             if after_block is not None:
                 x = after_block(i, x)

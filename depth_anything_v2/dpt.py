@@ -154,6 +154,10 @@ class DepthAnythingV2(nn.Module):
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute backbone block activations in the backward pass: less memory, about one more forward."""
+        self.pretrained.grad_checkpointing = enabled
+
     def _first_block_needing_grad(self) -> int:
         """Blocks before this index need no autograd: the backbone is frozen and no camera signal enters yet."""
         if not torch.is_grad_enabled() or any(p.requires_grad for p in self.pretrained.parameters()):

@@ -1,12 +1,40 @@
-"""Multi-head self-attention on `F.scaled_dot_product_attention`.
+"""Multi-head self-attention on `F.scaled_dot_product_attention`, with an explicit-matmul path for bf16 on CPU.
 
 References: facebookresearch/dinov2 dinov2/layers/attention.py.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
+# Score blocks stay below glibc's largest mmap threshold (32 MiB), so they are recycled from the heap instead of
+# being mapped and page-faulted in for every layer.
+EXPLICIT_CHUNK_BYTES = 16 << 20
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """softmax(q k^T / sqrt(D)) v in the inputs' dtype, in query chunks of at most EXPLICIT_CHUNK_BYTES of scores.
+
+    On CPU in bf16 this runs on oneDNN's bf16 matmuls, where `scaled_dot_product_attention`'s flash kernel is
+    about as slow as in fp32 (see benchmarks/results.md). Autocast is switched off so that softmax is not
+    upcast to fp32 and cast back for the second matmul.
+
+    Args:
+        q, k, v: (B, heads, N, head_dim).
+        dropout_p: dropout on the attention probabilities.
+
+    Returns:
+        (B, heads, N, head_dim) in q's dtype.
+    """
+    B, heads, _, head_dim = q.shape
+    rows = max(1, EXPLICIT_CHUNK_BYTES // (B * heads * k.shape[-2] * q.element_size()))
+    kt = k.transpose(-2, -1)
+    with torch.autocast(q.device.type, enabled=False):
+        q = q * head_dim**-0.5
+        return torch.cat([F.dropout(torch.softmax(qc @ kt, -1), dropout_p) @ v for qc in q.split(rows, dim=2)], dim=2)
 
 
 class Attention(nn.Module):
@@ -19,6 +47,8 @@ class Attention(nn.Module):
         proj_bias: bias on the output projection.
         attn_drop: attention dropout probability (training only).
         proj_drop: output dropout probability.
+        impl: 'sdpa' (`F.scaled_dot_product_attention`), 'explicit' (`explicit_attention`), or 'auto': explicit
+            for bf16 on CPU, where it is faster, SDPA everywhere else.
     """
 
     def __init__(
@@ -29,19 +59,30 @@ class Attention(nn.Module):
         proj_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
+        impl: str = "auto",
     ) -> None:
         super().__init__()
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention impl {impl!r} is not one of {ATTENTION_IMPLS}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.impl = impl
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, N, C) tokens -> (B, N, C)."""
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        dropout_p = self.attn_drop if self.training else 0.0
+        explicit = self.impl == "explicit" or (
+            self.impl == "auto" and q.device.type == "cpu" and q.dtype == torch.bfloat16
+        )
+        if explicit:
+            x = explicit_attention(q, k, v, dropout_p)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.proj(x))

@@ -1,0 +1,394 @@
+"""Speed benchmark: matmul ceiling, forward latency and FLOP/s, training steps, peak memory, data loading.
+
+    python benchmarks/bench.py                              # full run (~15 min on 2 CPU cores), vits/vitb/vitl
+    python benchmarks/bench.py --quick --out /tmp/quick.json  # 1-2 minute smoke run at 70 px
+    python benchmarks/bench.py --encoders vits vitb
+
+Every configuration runs in a fresh process (peak RSS is a process-lifetime high-water mark), times the median of
+N calls after warm-up, and is compared with the matmul ceiling measured in the same run. Writes the JSON (--out)
+and a markdown table next to it (same name, .md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from depth_anything_v2.dinov2_layers import Attention  # noqa: E402
+from depth_anything_v2.distill import FrozenTeacher, student_loss  # noqa: E402
+from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
+from util.perf import (  # noqa: E402
+    GLIBC_TUNABLES,
+    count_flops,
+    matmul_gflops,
+    peak_rss_bytes,
+    time_runs,
+    tune_allocator,
+)
+
+TARGETS = {"fp32_forward": 0.85, "bf16_forward": 0.60, "distill_time": 1.15, "distill_memory": 1.3, "bf16_train": 3.0}
+LOADER_TARGET = 40.0
+ALLOCATOR_LABELS = {"default": "glibc default allocator", "late": "mallopt after warm-up", "env": "GLIBC_TUNABLES"}
+
+
+def _configure(case: dict) -> None:
+    """Process start: allocator and threads, before torch allocates its large buffers."""
+    if case.get("allocator", "tuned") == "tuned":
+        tune_allocator()
+    torch.set_num_threads(case["threads"])
+
+
+def _build_model(case: dict, **kwargs: object):
+    model = DepthAnythingV2(case["encoder"], **kwargs)
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.impl = case.get("attn", "auto")
+    return model
+
+
+def _autocast(precision: str):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+def _result(case: dict, times: list[float], **extra: object) -> dict:
+    return {**case, "seconds": statistics.median(times), "times": times, "peak_rss_gb": peak_rss_bytes() / 1e9, **extra}
+
+
+def _matmul(case: dict) -> dict:
+    _configure(case)
+    return {**case, "gflops": matmul_gflops(getattr(torch, case["dtype"]), case["n"])}
+
+
+def _forward(case: dict) -> dict:
+    """Inference latency of one (batch, 3, size, size) input; FLOPs counted on the first warm-up call."""
+    _configure(case)
+    torch.manual_seed(0)
+    model = _build_model(case, max_depth=20.0).eval()
+    x = torch.randn(case["batch"], 3, case["size"], case["size"])
+
+    def run():
+        with torch.inference_mode(), _autocast(case["precision"]):
+            return model(x)
+
+    flops = count_flops(run)
+    extra = {}
+    if case.get("compile"):
+        model = torch.compile(model)
+        extra["compile_seconds"] = time_runs(run, 0, 1)[0]
+    if case.get("allocator") == "late":
+        tune_allocator()
+    times = time_runs(run, case["warmup"], case["repeats"])
+    return _result(case, times, flops=flops, gflops=flops / statistics.median(times) / 1e9, **extra)
+
+
+def _train(case: dict) -> dict:
+    """One optimisation step of a camera-aware metric student (plus a frozen teacher when case['teacher'])."""
+    _configure(case)
+    torch.manual_seed(0)
+    model = _build_model(case, max_depth=20.0, use_camera_intrinsics=True, cam_token_inject_layer=case["inject"])
+    model.pretrained.requires_grad_(not case["frozen"])
+    model.pretrained.mask_token.requires_grad_(False)
+    model.set_grad_checkpointing(case.get("grad_ckpt", False))
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=5e-6)
+    teacher = None
+    if case["teacher"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "teacher.pth"
+            torch.save(_build_model(case, max_depth=20.0).state_dict(), path)
+            teacher = FrozenTeacher(
+                str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=case["teacher"] == "bf16"
+            )
+    B, size = case["batch"], case["size"]
+    f = 0.8 * size
+    batch = {
+        "image": torch.randn(B, 3, size, size),
+        "depth": torch.rand(B, size, size) * 9 + 1,
+        "valid_mask": torch.ones(B, size, size, dtype=torch.bool),
+        "intrinsics": torch.tensor([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]]).expand(B, 3, 3),
+        "has_intrinsics": torch.ones(B, dtype=torch.bool),
+    }
+
+    def step():
+        with _autocast(case["precision"]):
+            pred = model(batch["image"], batch["intrinsics"], batch["has_intrinsics"])
+            teacher_depth = teacher(batch["image"]) if teacher is not None else None
+        loss, _ = student_loss(pred.float(), batch, 0.1, 20.0, teacher_depth)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = time_runs(step, case["warmup"], case["repeats"])
+    extra = {}
+    if teacher is not None:
+        teacher_times = time_runs(lambda: teacher(batch["image"]), 1, case["repeats"])
+        extra["teacher_seconds"] = statistics.median(teacher_times)
+    return _result(case, times, **extra)
+
+
+def _loader(case: dict) -> dict:
+    _configure(case)
+    from bench_loader import measure_loader
+
+    # This process was spawned, which makes spawn the default for its DataLoader workers; train.py runs under the
+    # platform default (fork on Linux), so measure that.
+    mp.set_start_method(mp.get_all_start_methods()[0], force=True)
+    return {**case, **measure_loader(case["size"], case["workers"], case["samples"], case["repeats"])}
+
+
+RUNNERS = {"matmul": _matmul, "forward": _forward, "train": _train, "loader": _loader}
+
+
+def run_case(case: dict) -> dict:
+    """Run one configuration in a fresh spawned process; GLIBC_TUNABLES is set for allocator 'env'."""
+    env_before = os.environ.get("GLIBC_TUNABLES")
+    if case.get("allocator") == "env":
+        os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES
+    try:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            result = pool.submit(RUNNERS[case["kind"]], case).result()
+    finally:
+        if env_before is None:
+            os.environ.pop("GLIBC_TUNABLES", None)
+        else:
+            os.environ["GLIBC_TUNABLES"] = env_before
+    print(json.dumps({k: v for k, v in result.items() if k != "times"}), flush=True)
+    return result
+
+
+def run_settings(quick: bool) -> dict:
+    """Input side (px), train batch, warm-up and timed calls, matmul size: full run or --quick smoke run."""
+    if quick:
+        return {"size": 70, "batch": 2, "warmup": 1, "repeats": 3, "matmul_n": 1024}
+    return {"size": 518, "batch": 2, "warmup": 2, "repeats": 7, "matmul_n": 2048}
+
+
+def plan(args: argparse.Namespace) -> list[dict]:
+    """The list of configurations of one run."""
+    settings = run_settings(args.quick)
+    size, batch = settings["size"], settings["batch"]
+    reps = {"warmup": settings["warmup"], "repeats": settings["repeats"]}
+    base = {"threads": args.threads, "size": size}
+    cases = [{**base, "kind": "matmul", "dtype": dt, "n": settings["matmul_n"]} for dt in ("float32", "bfloat16")]
+    for encoder in args.encoders:
+        fwd_reps = {"vitl": {"warmup": 1, "repeats": 3}, "vitg": {"warmup": 1, "repeats": 3}}.get(encoder, reps)
+        for precision in ("fp32", "bf16"):
+            cases.append(
+                {**base, **fwd_reps, "kind": "forward", "encoder": encoder, "precision": precision, "batch": 1}
+            )
+    vits_fwd = {**base, **reps, "kind": "forward", "encoder": "vits", "batch": 1}
+    for precision in ("fp32", "bf16"):
+        cases.append({**vits_fwd, "precision": precision, "attn": "sdpa" if precision == "bf16" else "explicit"})
+    for allocator in ("default", "late", "env"):
+        cases.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
+    if args.compile:
+        for precision in ("fp32", "bf16"):
+            cases.append({**vits_fwd, "precision": precision, "compile": True})
+    train = {**base, **reps, "kind": "train", "encoder": "vits", "batch": batch, "teacher": None, "frozen": True}
+    variants = [
+        {"name": "student", "inject": 0},
+        {"name": "student+teacher(bf16)", "inject": 0, "teacher": "bf16"},
+        {"name": "student+teacher(fp32)", "inject": 0, "teacher": "fp32"},
+        {"name": "unfrozen", "inject": 0, "frozen": False},
+        {"name": "unfrozen+ckpt", "inject": 0, "frozen": False, "grad_ckpt": True},
+        {"name": "inject6", "inject": 6},
+    ]
+    for variant in variants:
+        for precision in ("fp32", "bf16"):
+            cases.append({**train, **variant, "precision": precision})
+    cases.append({**train, "name": "student, SDPA attention", "inject": 0, "attn": "sdpa", "precision": "bf16"})
+    for workers in (0, 2):
+        loader = {"samples": 8, "repeats": 1} if args.quick else {"samples": 64, "repeats": 5}
+        cases.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
+    return cases
+
+
+def _find(results: list[dict], **match: object) -> dict | None:
+    for r in results:
+        if all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _default(r: dict) -> bool:
+    return r.get("allocator", "tuned") == "tuned" and r.get("attn", "auto") == "auto" and not r.get("compile")
+
+
+def _check(target: str, value: float, limit: float, at_least: bool) -> dict:
+    return {
+        "target": target,
+        "value": value,
+        "limit": f"{'>=' if at_least else '<='} {limit}",
+        "met": value >= limit if at_least else value <= limit,
+    }
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """Targets of issue 6 as measured in this run: [{'target', 'value', 'limit', 'met'}]."""
+    ceiling = {r["dtype"]: r["gflops"] for r in results if r["kind"] == "matmul"}
+    checks = []
+    for r in results:
+        if r["kind"] == "forward" and _default(r) and r["encoder"] == "vits":
+            dt = "float32" if r["precision"] == "fp32" else "bfloat16"
+            limit = TARGETS[f"{r['precision']}_forward"]
+            checks.append(
+                _check(f"vits {r['precision']} forward / matmul ceiling", r["gflops"] / ceiling[dt], limit, True)
+            )
+    for precision in ("fp32", "bf16"):
+        student = _find(results, kind="train", name="student", precision=precision)
+        distill = _find(results, kind="train", name="student+teacher(bf16)", precision=precision)
+        if student and distill:
+            t, m = distill["seconds"] / student["seconds"], distill["peak_rss_gb"] / student["peak_rss_gb"]
+            checks.append(_check(f"distillation / student step time ({precision})", t, TARGETS["distill_time"], False))
+            checks.append(_check(f"distillation / student peak RSS ({precision})", m, TARGETS["distill_memory"], False))
+    for r in results:
+        bf16 = _find(results, kind="train", name=r.get("name"), precision="bf16")
+        if r["kind"] == "train" and r["precision"] == "fp32" and bf16:
+            speedup = r["seconds"] / bf16["seconds"]
+            checks.append(_check(f"train step fp32 / bf16 time ({r['name']})", speedup, TARGETS["bf16_train"], True))
+    for r in results:
+        if r["kind"] == "loader":
+            name = f"loader samples/s per worker ({r['workers']} workers, {r['size']} px)"
+            checks.append(_check(name, r["samples_per_s_per_worker"], LOADER_TARGET, True))
+    return checks
+
+
+def _variant(r: dict) -> str:
+    parts = []
+    if r.get("attn", "auto") != "auto":
+        parts.append(f"attention={r['attn']}")
+    allocator = r.get("allocator", "tuned")
+    if allocator != "tuned":
+        parts.append(ALLOCATOR_LABELS[allocator])
+    if r.get("compile"):
+        parts.append(f"torch.compile (compiled in {r['compile_seconds']:.0f} s)")
+    return ", ".join(parts) or "default"
+
+
+def markdown(report: dict) -> str:
+    """The run as markdown tables (what the README shows)."""
+    meta, results = report["meta"], report["results"]
+    ceiling = {r["dtype"]: r["gflops"] for r in results if r["kind"] == "matmul"}
+    lines = [
+        f"Command: `{meta['command']}`  ",
+        f"{meta['date']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads, "
+        f"allocator: {meta['allocator']}, median of {meta['repeats']} after {meta['warmup']} warm-up "
+        "(vitl: 3 after 1).",
+        "",
+        f"Matmul ceiling ({meta['matmul_n']}^3): {ceiling['float32']:.0f} GFLOP/s fp32, "
+        f"{ceiling['bfloat16']:.0f} GFLOP/s bf16.",
+        "",
+        f"| forward, batch 1, {meta['size']} px | precision | variant | median s | GFLOP | GFLOP/s | / ceiling "
+        "| peak RSS GB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r["kind"] == "forward":
+            frac = r["gflops"] / ceiling["float32" if r["precision"] == "fp32" else "bfloat16"]
+            lines.append(
+                f"| {r['encoder']} | {r['precision']} | {_variant(r)} | {r['seconds']:.3f} | {r['flops'] / 1e9:.1f} | "
+                f"{r['gflops']:.0f} | {frac:.2f} | {r['peak_rss_gb']:.2f} |"
+            )
+    lines += [
+        "",
+        f"| train step, vits, batch {meta['batch']}, {meta['size']} px | precision | median s | vs student "
+        "| fp32 / bf16 | peak RSS GB | teacher forward s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r["kind"] == "train":
+            student = _find(results, kind="train", name="student", precision=r["precision"])
+            fp32 = _find(results, kind="train", name=r["name"], precision="fp32")
+            speedup = f"{fp32['seconds'] / r['seconds']:.2f}x" if r["precision"] == "bf16" and fp32 else ""
+            teacher = f"{r['teacher_seconds']:.3f}" if "teacher_seconds" in r else ""
+            lines.append(
+                f"| {r['name']} (inject {r['inject']}) | {r['precision']} | {r['seconds']:.3f} | "
+                f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['peak_rss_gb']:.2f} | {teacher} |"
+            )
+    loaders = [r for r in results if r["kind"] == "loader"]
+    if loaders:
+        lines += ["", "| data loader | workers | samples/s | per worker |", "|---|---|---|---|"]
+        for r in loaders:
+            per_worker = r["samples_per_s_per_worker"]
+            lines.append(f"| {r['size']} px | {r['workers']} | {r['samples_per_s']:.1f} | {per_worker:.1f} |")
+    lines += ["", "| target | measured | required | met |", "|---|---|---|---|"]
+    for c in report["targets"]:
+        lines.append(f"| {c['target']} | {c['value']:.2f} | {c['limit']} | {'yes' if c['met'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--encoders", nargs="+", help="forward-latency encoders (default: vits vitb vitl; --quick: vits)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 70 px, 1024^3 matmul, 3 repeats")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="JSON path (.md beside it)")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
+    parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile rows (default: on unless --quick)",
+    )
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run every configuration of `plan(args)`, write the JSON and the markdown table, return the report."""
+    if args.compile is None:
+        args.compile = not args.quick
+    if args.encoders is None:
+        args.encoders = ["vits"] if args.quick else ["vits", "vitb", "vitl"]
+    cases = plan(args)
+    results = [run_case(case) for case in cases]
+    meta = {
+        "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "allocator": f"util.perf.tune_allocator() at process start ({GLIBC_TUNABLES}) unless the row says otherwise",
+        **run_settings(args.quick),
+        "cuda": torch.cuda.is_available(),
+    }
+    report = {"meta": meta, "results": results, "targets": summarize(results)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    out.with_suffix(".md").write_text(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
