@@ -20,6 +20,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
@@ -65,8 +66,23 @@ def _autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
-def _result(case: dict, times: list[float], **extra: object) -> dict:
-    return {**case, "seconds": statistics.median(times), "times": times, "peak_rss_gb": peak_rss_bytes() / 1e9, **extra}
+def _timed(fn, case: dict) -> tuple[list[float], float]:
+    """time_runs, plus the share of the threads' CPU time this process got: well below 1 means other processes
+    were competing for the cores and the times are inflated."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    times = time_runs(fn, case["warmup"], case["repeats"])
+    return times, (time.process_time() - cpu) / ((time.perf_counter() - wall) * case["threads"])
+
+
+def _result(case: dict, times: list[float], cpu_share: float, **extra: object) -> dict:
+    return {
+        **case,
+        "seconds": statistics.median(times),
+        "times": times,
+        "cpu_share": cpu_share,
+        "peak_rss_gb": peak_rss_bytes() / 1e9,
+        **extra,
+    }
 
 
 def _matmul(case: dict) -> dict:
@@ -92,8 +108,8 @@ def _forward(case: dict) -> dict:
         extra["compile_seconds"] = time_runs(run, 0, 1)[0]
     if case.get("allocator") == "late":
         tune_allocator()
-    times = time_runs(run, case["warmup"], case["repeats"])
-    return _result(case, times, flops=flops, gflops=flops / statistics.median(times) / 1e9, **extra)
+    times, cpu_share = _timed(run, case)
+    return _result(case, times, cpu_share, flops=flops, gflops=flops / statistics.median(times) / 1e9, **extra)
 
 
 def _train(case: dict) -> dict:
@@ -135,12 +151,12 @@ def _train(case: dict) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    times = time_runs(step, case["warmup"], case["repeats"])
+    times, cpu_share = _timed(step, case)
     extra = {}
     if teacher is not None:
         teacher_times = time_runs(lambda: teacher(batch["image"]), 1, case["repeats"])
         extra["teacher_seconds"] = statistics.median(teacher_times)
-    return _result(case, times, **extra)
+    return _result(case, times, cpu_share, **extra)
 
 
 def _loader(case: dict) -> dict:
@@ -217,7 +233,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
     for workers in (0, 2):
         loader = {"samples": 8, "repeats": 1} if args.quick else {"samples": 64, "repeats": 5}
         cases.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
-    return cases
+    # The ceiling again at the end: the better of the two is used, so a busy moment does not flatter the ratios.
+    return cases + cases[:2]
 
 
 def _find(results: list[dict], **match: object) -> dict | None:
@@ -225,6 +242,15 @@ def _find(results: list[dict], **match: object) -> dict | None:
         if all(r.get(k) == v for k, v in match.items()):
             return r
     return None
+
+
+def matmul_ceiling(results: list[dict]) -> dict[str, float]:
+    """{'float32': GFLOP/s, 'bfloat16': GFLOP/s}, the best matmul measurement of each dtype in the run."""
+    ceiling: dict[str, float] = {}
+    for r in results:
+        if r["kind"] == "matmul":
+            ceiling[r["dtype"]] = max(ceiling.get(r["dtype"], 0.0), r["gflops"])
+    return ceiling
 
 
 def _default(r: dict) -> bool:
@@ -242,7 +268,7 @@ def _check(target: str, value: float, limit: float, at_least: bool) -> dict:
 
 def summarize(results: list[dict]) -> list[dict]:
     """Targets of issue 6 as measured in this run: [{'target', 'value', 'limit', 'met'}]."""
-    ceiling = {r["dtype"]: r["gflops"] for r in results if r["kind"] == "matmul"}
+    ceiling = matmul_ceiling(results)
     checks = []
     for r in results:
         if r["kind"] == "forward" and _default(r) and r["encoder"] == "vits":
@@ -285,32 +311,34 @@ def _variant(r: dict) -> str:
 def markdown(report: dict) -> str:
     """The run as markdown tables (what the README shows)."""
     meta, results = report["meta"], report["results"]
-    ceiling = {r["dtype"]: r["gflops"] for r in results if r["kind"] == "matmul"}
+    ceiling = matmul_ceiling(results)
     lines = [
         f"Command: `{meta['command']}`  ",
         f"{meta['date']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads, "
         f"allocator: {meta['allocator']}, median of {meta['repeats']} after {meta['warmup']} warm-up "
-        "(vitl: 3 after 1).",
+        f"(vitl: 3 after 1); load average {meta['load_average_before'][0]:.2f} before the run. CPU share: the "
+        "fraction of its threads' time a configuration got (below ~0.9: other processes competed, times inflated).",
         "",
         f"Matmul ceiling ({meta['matmul_n']}^3): {ceiling['float32']:.0f} GFLOP/s fp32, "
-        f"{ceiling['bfloat16']:.0f} GFLOP/s bf16.",
+        f"{ceiling['bfloat16']:.0f} GFLOP/s bf16 (the better of the "
+        "measurements at the start and at the end of the run).",
         "",
         f"| forward, batch 1, {meta['size']} px | precision | variant | median s | GFLOP | GFLOP/s | / ceiling "
-        "| peak RSS GB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| peak RSS GB | CPU share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r["kind"] == "forward":
             frac = r["gflops"] / ceiling["float32" if r["precision"] == "fp32" else "bfloat16"]
             lines.append(
                 f"| {r['encoder']} | {r['precision']} | {_variant(r)} | {r['seconds']:.3f} | {r['flops'] / 1e9:.1f} | "
-                f"{r['gflops']:.0f} | {frac:.2f} | {r['peak_rss_gb']:.2f} |"
+                f"{r['gflops']:.0f} | {frac:.2f} | {r['peak_rss_gb']:.2f} | {r['cpu_share']:.2f} |"
             )
     lines += [
         "",
         f"| train step, vits, batch {meta['batch']}, {meta['size']} px | precision | median s | vs student "
-        "| fp32 / bf16 | peak RSS GB | teacher forward s |",
-        "|---|---|---|---|---|---|---|",
+        "| fp32 / bf16 | peak RSS GB | teacher forward s | CPU share |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r["kind"] == "train":
@@ -320,7 +348,8 @@ def markdown(report: dict) -> str:
             teacher = f"{r['teacher_seconds']:.3f}" if "teacher_seconds" in r else ""
             lines.append(
                 f"| {r['name']} (inject {r['inject']}) | {r['precision']} | {r['seconds']:.3f} | "
-                f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['peak_rss_gb']:.2f} | {teacher} |"
+                f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['peak_rss_gb']:.2f} | {teacher} | "
+                f"{r['cpu_share']:.2f} |"
             )
     loaders = [r for r in results if r["kind"] == "loader"]
     if loaders:
@@ -368,6 +397,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.encoders is None:
         args.encoders = ["vits"] if args.quick else ["vits", "vitb", "vitl"]
     cases = plan(args)
+    load_before = os.getloadavg()
     results = [run_case(case) for case in cases]
     meta = {
         "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
@@ -380,6 +410,8 @@ def main(args: argparse.Namespace) -> dict:
         "allocator": f"util.perf.tune_allocator() at process start ({GLIBC_TUNABLES}) unless the row says otherwise",
         **run_settings(args.quick),
         "cuda": torch.cuda.is_available(),
+        # Other processes on the machine inflate every time; compare ratios taken in one quiet run.
+        "load_average_before": load_before,
     }
     report = {"meta": meta, "results": results, "targets": summarize(results)}
     out = Path(args.out)

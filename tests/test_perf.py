@@ -181,8 +181,8 @@ def test_plan_covers_the_issue_rows():
 
 
 def _fake_results() -> list[dict]:
-    fwd = {"kind": "forward", "encoder": "vits", "flops": 1e11, "peak_rss_gb": 1.0}
-    train = {"kind": "train", "inject": 0}
+    fwd = {"kind": "forward", "encoder": "vits", "flops": 1e11, "peak_rss_gb": 1.0, "cpu_share": 1.0}
+    train = {"kind": "train", "inject": 0, "cpu_share": 0.5}
     return [
         {"kind": "matmul", "dtype": "float32", "gflops": 200.0},
         {"kind": "matmul", "dtype": "bfloat16", "gflops": 1000.0},
@@ -194,10 +194,12 @@ def _fake_results() -> list[dict]:
         {**train, "name": "student+teacher(bf16)", "precision": "fp32", "seconds": 3.3, "peak_rss_gb": 2.2},
         {**train, "name": "student+teacher(bf16)", "precision": "bf16", "seconds": 1.3, "peak_rss_gb": 1.6},
         {"kind": "loader", "size": 518, "workers": 2, "samples_per_s": 60.0, "samples_per_s_per_worker": 30.0},
+        {"kind": "matmul", "dtype": "float32", "gflops": 150.0},  # a busier moment: the best one counts
     ]
 
 
 def test_summarize_and_markdown():
+    assert bench.matmul_ceiling(_fake_results()) == {"float32": 200.0, "bfloat16": 1000.0}
     checks = {c["target"]: c for c in bench.summarize(_fake_results())}
     assert checks["vits fp32 forward / matmul ceiling"]["value"] == pytest.approx(0.9)
     assert checks["vits fp32 forward / matmul ceiling"]["met"]
@@ -214,11 +216,12 @@ def test_summarize_and_markdown():
         "torch": "t",
         "threads": 2,
         "allocator": "a",
+        "load_average_before": (0.1, 0.2, 0.3),
         **bench.run_settings(False),
     }
     table = bench.markdown({"meta": meta, "results": _fake_results(), "targets": list(checks.values())})
     assert "| vits | fp32 | glibc default allocator | 0.800 |" in table
-    assert "| student+teacher(bf16) (inject 0) | bf16 | 1.300 | 1.30x | 2.54x |" in table
+    assert "| student+teacher(bf16) (inject 0) | bf16 | 1.300 | 1.30x | 2.54x | 1.60 |  | 0.50 |" in table
     assert "| vits bf16 forward / matmul ceiling | 0.50 | >= 0.6 | NO |" in table
 
 
