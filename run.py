@@ -33,6 +33,7 @@ from depth_anything_v2 import DepthAnythingV2
 from util.checkpoint import CheckpointError, build_model_from_checkpoint
 from util.dist import resolve_device
 from util.geometry import make_intrinsics, unproject, validate_intrinsics, write_ply
+from util.perf import tune_allocator
 from util.vis import colorize, side_by_side
 
 logger = logging.getLogger(__name__)
@@ -208,4 +209,5 @@ def main(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    tune_allocator()  # before the first large tensor (benchmarks/results.md)
     sys.exit(main(get_args_parser().parse_args()))

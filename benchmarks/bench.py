@@ -25,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,7 @@ def _build_model(case: dict, **kwargs: object):
     for module in model.modules():
         if isinstance(module, Attention):
             module.impl = case.get("attn", "auto")
+    model.depth_head.channels_last = not case.get("head_nchw", False)
     return model
 
 
@@ -75,14 +77,8 @@ def _timed(fn, case: dict) -> tuple[list[float], float]:
 
 
 def _result(case: dict, times: list[float], cpu_share: float, **extra: object) -> dict:
-    return {
-        **case,
-        "seconds": statistics.median(times),
-        "times": times,
-        "cpu_share": cpu_share,
-        "peak_rss_gb": peak_rss_bytes() / 1e9,
-        **extra,
-    }
+    seconds, peak_rss_gb = statistics.median(times), peak_rss_bytes() / 1e9
+    return {**case, "seconds": seconds, "times": times, "cpu_share": cpu_share, "peak_rss_gb": peak_rss_gb, **extra}
 
 
 def _matmul(case: dict) -> dict:
@@ -113,7 +109,9 @@ def _forward(case: dict) -> dict:
 
 
 def _train(case: dict) -> dict:
-    """One optimisation step of a camera-aware metric student (plus a frozen teacher when case['teacher'])."""
+    """One optimisation step of a camera-aware metric student, plus a frozen teacher when case['teacher']: 'bf16' or
+    'fp32' runs it every step, 'cached' reads its prediction from an .npy file (`train.py --cache-teacher`, where
+    the data loader reads and warps it). FLOPs are counted on the first (warm-up) step."""
     _configure(case)
     torch.manual_seed(0)
     model = _build_model(case, max_depth=20.0, use_camera_intrinsics=True, cam_token_inject_layer=case["inject"])
@@ -123,14 +121,6 @@ def _train(case: dict) -> dict:
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=5e-6)
-    teacher = None
-    if case["teacher"]:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "teacher.pth"
-            torch.save(_build_model(case, max_depth=20.0).state_dict(), path)
-            teacher = FrozenTeacher(
-                str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=case["teacher"] == "bf16"
-            )
     B, size = case["batch"], case["size"]
     f = 0.8 * size
     batch = {
@@ -140,22 +130,42 @@ def _train(case: dict) -> dict:
         "intrinsics": torch.tensor([[f, 0, (size - 1) / 2], [0, f, (size - 1) / 2], [0, 0, 1]]).expand(B, 3, 3),
         "has_intrinsics": torch.ones(B, dtype=torch.bool),
     }
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher = None
+        if case["teacher"]:
+            path = Path(tmp) / "teacher.pth"
+            torch.save(_build_model(case, max_depth=20.0).state_dict(), path)
+            bf16 = case["teacher"] != "fp32"
+            teacher = FrozenTeacher(str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=bf16)
+        cache = Path(tmp) / "teacher_depth.npy"
+        if case["teacher"] == "cached":
+            np.save(cache, teacher(batch["image"]).numpy())
 
-    def step():
-        with _autocast(case["precision"]):
-            pred = model(batch["image"], batch["intrinsics"], batch["has_intrinsics"])
-            teacher_depth = teacher(batch["image"]) if teacher is not None else None
-        loss, _ = student_loss(pred.float(), batch, 0.1, 20.0, teacher_depth)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        def teacher_depth():
+            if case["teacher"] == "cached":
+                return torch.from_numpy(np.load(cache))
+            return teacher(batch["image"]) if teacher is not None else None
 
-    times, cpu_share = _timed(step, case)
-    extra = {}
-    if teacher is not None:
-        teacher_times = time_runs(lambda: teacher(batch["image"]), 1, case["repeats"])
-        extra["teacher_seconds"] = statistics.median(teacher_times)
+        runner = {"model": model}
+
+        def step():
+            with _autocast(case["precision"]):
+                pred = runner["model"](batch["image"], batch["intrinsics"], batch["has_intrinsics"])
+                target = teacher_depth()
+            loss, _ = student_loss(pred.float(), batch, 0.1, 20.0, target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        extra = {"flops": count_flops(step)}
+        if case.get("compile"):
+            runner["model"] = torch.compile(model)
+            extra["compile_seconds"] = time_runs(step, 0, 1)[0]
+        times, cpu_share = _timed(step, case)
+        extra["gflops"] = extra["flops"] / statistics.median(times) / 1e9
+        if case["teacher"] in ("bf16", "fp32"):
+            extra["teacher_seconds"] = statistics.median(time_runs(teacher_depth, 1, case["repeats"]))
     return _result(case, times, cpu_share, **extra)
 
 
@@ -190,10 +200,11 @@ def run_case(case: dict) -> dict:
 
 
 def run_settings(quick: bool) -> dict:
-    """Input side (px), train batch, warm-up and timed calls, matmul size: full run or --quick smoke run."""
+    """Input side (px), train batch, warm-up and timed calls (forward; train steps after one warm-up step), matmul
+    size: full run or --quick smoke run."""
     if quick:
-        return {"size": 70, "batch": 2, "warmup": 1, "repeats": 3, "matmul_n": 1024}
-    return {"size": 518, "batch": 2, "warmup": 2, "repeats": 7, "matmul_n": 2048}
+        return {"size": 70, "batch": 2, "warmup": 1, "repeats": 3, "train_repeats": 3, "matmul_n": 1024}
+    return {"size": 518, "batch": 2, "warmup": 2, "repeats": 7, "train_repeats": 5, "matmul_n": 2048}
 
 
 def plan(args: argparse.Namespace) -> list[dict]:
@@ -212,24 +223,30 @@ def plan(args: argparse.Namespace) -> list[dict]:
     vits_fwd = {**base, **reps, "kind": "forward", "encoder": "vits", "batch": 1}
     for precision in ("fp32", "bf16"):
         cases.append({**vits_fwd, "precision": precision, "attn": "sdpa" if precision == "bf16" else "explicit"})
+        cases.append({**vits_fwd, "precision": precision, "head_nchw": True})
     for allocator in ("default", "late", "env"):
         cases.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
-    if args.compile:
+    if not (args.quick or args.no_compile):
         for precision in ("fp32", "bf16"):
             cases.append({**vits_fwd, "precision": precision, "compile": True})
-    train = {**base, **reps, "kind": "train", "encoder": "vits", "batch": batch, "teacher": None, "frozen": True}
+    train_reps = {"warmup": 1, "repeats": settings["train_repeats"]}
+    train = {**base, **train_reps, "kind": "train", "encoder": "vits", "batch": batch, "teacher": None, "frozen": True}
     variants = [
         {"name": "student", "inject": 0},
         {"name": "student+teacher(bf16)", "inject": 0, "teacher": "bf16"},
+        {"name": "student+teacher(cached)", "inject": 0, "teacher": "cached"},
         {"name": "student+teacher(fp32)", "inject": 0, "teacher": "fp32"},
         {"name": "unfrozen", "inject": 0, "frozen": False},
         {"name": "unfrozen+ckpt", "inject": 0, "frozen": False, "grad_ckpt": True},
         {"name": "inject6", "inject": 6},
+        {"name": "student, head NCHW", "inject": 0, "head_nchw": True},
     ]
     for variant in variants:
         for precision in ("fp32", "bf16"):
             cases.append({**train, **variant, "precision": precision})
     cases.append({**train, "name": "student, SDPA attention", "inject": 0, "attn": "sdpa", "precision": "bf16"})
+    if not (args.quick or args.no_compile):
+        cases.append({**train, "name": "student, torch.compile", "inject": 0, "compile": True, "precision": "bf16"})
     for workers in (0, 2):
         loader = {"samples": 8, "repeats": 1} if args.quick else {"samples": 64, "repeats": 5}
         cases.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
@@ -254,7 +271,8 @@ def matmul_ceiling(results: list[dict]) -> dict[str, float]:
 
 
 def _default(r: dict) -> bool:
-    return r.get("allocator", "tuned") == "tuned" and r.get("attn", "auto") == "auto" and not r.get("compile")
+    variant = r.get("attn", "auto") != "auto" or r.get("compile") or r.get("head_nchw")
+    return r.get("allocator", "tuned") == "tuned" and not variant
 
 
 def _check(target: str, value: float, limit: float, at_least: bool) -> dict:
@@ -271,19 +289,22 @@ def summarize(results: list[dict]) -> list[dict]:
     ceiling = matmul_ceiling(results)
     checks = []
     for r in results:
-        if r["kind"] == "forward" and _default(r) and r["encoder"] == "vits":
+        default, compiled = _default(r), r.get("compile") and r.get("allocator", "tuned") == "tuned"
+        if r["kind"] == "forward" and (default or compiled) and r["encoder"] == "vits":
             dt = "float32" if r["precision"] == "fp32" else "bfloat16"
-            limit = TARGETS[f"{r['precision']}_forward"]
-            checks.append(
-                _check(f"vits {r['precision']} forward / matmul ceiling", r["gflops"] / ceiling[dt], limit, True)
-            )
-    for precision in ("fp32", "bf16"):
-        student = _find(results, kind="train", name="student", precision=precision)
-        distill = _find(results, kind="train", name="student+teacher(bf16)", precision=precision)
-        if student and distill:
-            t, m = distill["seconds"] / student["seconds"], distill["peak_rss_gb"] / student["peak_rss_gb"]
-            checks.append(_check(f"distillation / student step time ({precision})", t, TARGETS["distill_time"], False))
-            checks.append(_check(f"distillation / student peak RSS ({precision})", m, TARGETS["distill_memory"], False))
+            name = f"vits {r['precision']} forward{', torch.compile' if compiled else ''} / matmul ceiling"
+            checks.append(_check(name, r["gflops"] / ceiling[dt], TARGETS[f"{r['precision']}_forward"], True))
+    for teacher in ("bf16", "cached"):
+        for precision in ("fp32", "bf16"):
+            student = _find(results, kind="train", name="student", precision=precision)
+            distill = _find(results, kind="train", name=f"student+teacher({teacher})", precision=precision)
+            if student and distill:
+                t, m = distill["seconds"] / student["seconds"], distill["peak_rss_gb"] / student["peak_rss_gb"]
+                label = f"{teacher} teacher, {precision} student"
+                checks.append(_check(f"distillation / student step time ({label})", t, TARGETS["distill_time"], False))
+                checks.append(
+                    _check(f"distillation / student peak RSS ({label})", m, TARGETS["distill_memory"], False)
+                )
     for r in results:
         bf16 = _find(results, kind="train", name=r.get("name"), precision="bf16")
         if r["kind"] == "train" and r["precision"] == "fp32" and bf16:
@@ -303,6 +324,8 @@ def _variant(r: dict) -> str:
     allocator = r.get("allocator", "tuned")
     if allocator != "tuned":
         parts.append(ALLOCATOR_LABELS[allocator])
+    if r.get("head_nchw"):
+        parts.append("head in NCHW")
     if r.get("compile"):
         parts.append(f"torch.compile (compiled in {r['compile_seconds']:.0f} s)")
     return ", ".join(parts) or "default"
@@ -315,9 +338,10 @@ def markdown(report: dict) -> str:
     lines = [
         f"Command: `{meta['command']}`  ",
         f"{meta['date']}, {meta['cpu']}, torch {meta['torch']}, {meta['threads']} threads, "
-        f"allocator: {meta['allocator']}, median of {meta['repeats']} after {meta['warmup']} warm-up "
-        f"(vitl: 3 after 1); load average {meta['load_average_before'][0]:.2f} before the run. CPU share: the "
-        "fraction of its threads' time a configuration got (below ~0.9: other processes competed, times inflated).",
+        f"allocator: {meta['allocator']}. Forward: median of {meta['repeats']} after {meta['warmup']} warm-up "
+        f"(vitl: 3 after 1); train step: median of {meta['train_repeats']} after 1; load average "
+        f"{meta['load_average_before'][0]:.2f} before the run. CPU share: the fraction of its threads' time a "
+        "configuration got (below ~0.9: other processes competed, times inflated).",
         "",
         f"Matmul ceiling ({meta['matmul_n']}^3): {ceiling['float32']:.0f} GFLOP/s fp32, "
         f"{ceiling['bfloat16']:.0f} GFLOP/s bf16 (the better of the "
@@ -337,8 +361,8 @@ def markdown(report: dict) -> str:
     lines += [
         "",
         f"| train step, vits, batch {meta['batch']}, {meta['size']} px | precision | median s | vs student "
-        "| fp32 / bf16 | peak RSS GB | teacher forward s | CPU share |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fp32 / bf16 | GFLOP | GFLOP/s | / ceiling | peak RSS GB | teacher forward s | CPU share |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r["kind"] == "train":
@@ -346,10 +370,12 @@ def markdown(report: dict) -> str:
             fp32 = _find(results, kind="train", name=r["name"], precision="fp32")
             speedup = f"{fp32['seconds'] / r['seconds']:.2f}x" if r["precision"] == "bf16" and fp32 else ""
             teacher = f"{r['teacher_seconds']:.3f}" if "teacher_seconds" in r else ""
+            frac = r["gflops"] / ceiling["float32" if r["precision"] == "fp32" else "bfloat16"]
+            compiled = f", compiled in {r['compile_seconds']:.0f} s" if r.get("compile") else ""
             lines.append(
-                f"| {r['name']} (inject {r['inject']}) | {r['precision']} | {r['seconds']:.3f} | "
-                f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['peak_rss_gb']:.2f} | {teacher} | "
-                f"{r['cpu_share']:.2f} |"
+                f"| {r['name']} (inject {r['inject']}{compiled}) | {r['precision']} | {r['seconds']:.3f} | "
+                f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['flops'] / 1e9:.0f} | {r['gflops']:.0f} | "
+                f"{frac:.2f} | {r['peak_rss_gb']:.2f} | {teacher} | {r['cpu_share']:.2f} |"
             )
     loaders = [r for r in results if r["kind"] == "loader"]
     if loaders:
@@ -381,19 +407,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="smoke run: 70 px, 1024^3 matmul, 3 repeats")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="JSON path (.md beside it)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
-    parser.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile rows (default: on unless --quick)",
-    )
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (--quick skips them)")
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
     """Run every configuration of `plan(args)`, write the JSON and the markdown table, return the report."""
-    if args.compile is None:
-        args.compile = not args.quick
     if args.encoders is None:
         args.encoders = ["vits"] if args.quick else ["vits", "vitb", "vitl"]
     cases = plan(args)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .dinov2_layers import Block
@@ -151,17 +150,28 @@ class CameraEncoder(nn.Module):
         return torch.where(has_intrinsics[:, None, None], x, self.null_tokens.expand(B, -1, -1))
 
     def inject(self, block_index: int, x: Tensor, tokens: Tensor) -> Tensor:
-        """Add the camera cross-attention to the output x (B, N, C) of block `block_index`."""
+        """Add the camera cross-attention to the output x (B, N, C) of block `block_index`.
+
+        Computed for few keys: W_q is folded into the T keys and W_o into the T values of each head, so each of
+        the N tokens costs 2 * heads * T * C multiply-adds instead of the 2 * C^2 of projecting every token
+        (C=384, 6 heads, T=10: 6x fewer). Equal to the projected form up to rounding (tests/test_camera.py).
+        """
         if block_index < self.inject_layer:
             return x
         adapter = self.adapters[str(block_index)]
         B, N, C = x.shape
-        head_dim = C // self.num_heads
-        q = self.to_q(adapter.norm(x)).reshape(B, N, self.num_heads, head_dim).transpose(1, 2)
-        k, v = self.to_kv(tokens.to(q.dtype)).reshape(B, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C)
-        return x + adapter.out(attended)
-
+        heads = self.num_heads
+        head_dim = C // heads
+        T = tokens.shape[1]
+        k, v = self.to_kv(tokens).reshape(B, T, 2, heads, head_dim).permute(2, 0, 3, 1, 4)  # (B, heads, T, d)
+        scale = head_dim**-0.5
+        w_q, b_q = self.to_q.weight.view(heads, head_dim, C), self.to_q.bias.view(heads, head_dim)
+        keys = torch.einsum("bhtd,hdc->bhtc", k, w_q).reshape(B, heads * T, C) * scale
+        key_bias = torch.einsum("bhtd,hd->bht", k, b_q).reshape(B, 1, heads * T) * scale
+        values = torch.einsum("bhtd,chd->bhtc", v, adapter.out.weight.view(C, heads, head_dim))
+        scores = torch.baddbmm(key_bias.to(keys.dtype), adapter.norm(x).to(keys.dtype), keys.transpose(1, 2))
+        probs = scores.view(B, N, heads, T).softmax(-1).view(B, N, heads * T)
+        return x + (probs.to(values.dtype) @ values.reshape(B, heads * T, C)) + adapter.out.bias
     def log_depth_offset(self, K: Tensor, has_intrinsics: Tensor, height: int, width: int) -> Tensor:
         """(B,) offset added to log depth: w * log_focal + b on calibrated samples, 0 on the others."""
         K = torch.where(

@@ -1,11 +1,13 @@
 """Camera encoder invariants: exact identity at initialisation, gradients, batch independence, resolution
-independence of the intrinsics features, and no autograd below the inject layer of a frozen backbone."""
+independence of the intrinsics features, the folded cross-attention, and no autograd below the inject layer of a
+frozen backbone."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from depth_anything_v2 import DepthAnythingV2
-from depth_anything_v2.camera import camera_features
+from depth_anything_v2.camera import CameraEncoder, camera_features
 
 H, W = 70, 98
 
@@ -108,3 +110,32 @@ def test_frozen_blocks_before_inject_layer_run_without_autograd():
     model(torch.randn(1, 3, H, W), random_K(1, torch.Generator().manual_seed(0))).sum().backward()
     assert [i for i, g in tracks_grad.items() if g] == list(range(6, 12))
     assert not any(tracks_grad[i] for i in range(5))
+
+
+def projected_cross_attention(encoder: CameraEncoder, block: int, x: torch.Tensor, tokens: torch.Tensor):
+    """x + W_o MHA(W_q LN(x), W_k T, W_v T): the cross-attention as specified, with every token projected."""
+    adapter = encoder.adapters[str(block)]
+    B, N, C = x.shape
+    heads = encoder.num_heads
+    q = encoder.to_q(adapter.norm(x)).reshape(B, N, heads, C // heads).transpose(1, 2)
+    k, v = encoder.to_kv(tokens).reshape(B, -1, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
+    return x + adapter.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, N, C))
+
+
+def test_folded_cross_attention_equals_the_projected_form():
+    torch.manual_seed(0)
+    encoder = CameraEncoder(64, num_heads=4, depth=3, inject_layer=1)
+    for adapter in encoder.adapters.values():  # non-zero output projections (zero at initialisation)
+        torch.nn.init.normal_(adapter.out.weight, std=0.1)
+        torch.nn.init.normal_(adapter.out.bias, std=0.1)
+    x, tokens = torch.randn(2, 30, 64, requires_grad=True), torch.randn(2, 10, 64)
+    folded, projected = encoder.inject(2, x, tokens), projected_cross_attention(encoder, 2, x, tokens)
+    assert (projected - x).abs().max() > 0.1
+    torch.testing.assert_close(folded, projected, atol=2e-6, rtol=1e-5)
+    grads = torch.autograd.grad(folded.square().sum(), [x, encoder.to_q.weight, encoder.adapters["2"].out.weight])
+    expected = torch.autograd.grad(
+        projected.square().sum(), [x, encoder.to_q.weight, encoder.adapters["2"].out.weight]
+    )
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert encoder.inject(0, x, tokens) is x  # below the inject layer

@@ -94,15 +94,24 @@ class _AttentionFlops(TorchFunctionMode):
         if func is F.scaled_dot_product_attention:
             q, k = args[0], args[1]
             # q k^T and p v: 2 FLOPs per multiply-add each, (B, heads, Nq, Nk, head_dim).
-            self.flops += 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
+            forward = 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
+            self.flops += forward
+            out = func(*args, **(kwargs or {}))
+            if out.requires_grad:  # its backward (dV, dP, dQ, dK): four matmuls of the same size, if it runs
+                out.register_hook(lambda grad: self._add(2 * forward))
+            return out
         return func(*args, **(kwargs or {}))
+
+    def _add(self, flops: int) -> None:
+        self.flops += flops
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of one call of fn (forward ops only; run a backward inside fn to count it too).
+    """FLOPs of one call of fn: its forward ops, and its backward if fn runs one.
 
-    torch.utils.flop_counter counts matmuls and convolutions, but reports 0 for scaled_dot_product_attention on
-    CPU, so attention is added as 4 * B * heads * N^2 * head_dim per call (its backward, if any, is not added).
+    torch.utils.flop_counter counts matmuls and convolutions (forward and backward), but reports 0 for
+    scaled_dot_product_attention on CPU, so attention is added as 4 * B * heads * N^2 * head_dim per call, and
+    twice that again when its backward runs.
     """
     attention = _AttentionFlops()
     with FlopCounterMode(display=False) as counter, attention:
@@ -111,10 +120,16 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, warmup: int = 3, repeats: int = 15) -> float:
-    """Achieved GFLOP/s of an n x n x n matmul on the current device (median): the practical compute ceiling."""
+    """Achieved GFLOP/s of an n x n x n matmul on the current device: the practical compute ceiling.
+
+    The better of A @ B and A @ B^T (medians): which operand layout the BLAS runs fastest varies by dtype and
+    size (fp32 at 2048 on AVX-512: 160 vs 210 GFLOP/s), and a ceiling should not be the slow case.
+    """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     out = torch.empty(n, n, device=device, dtype=dtype)
-    seconds = statistics.median(time_runs(lambda: torch.mm(a, b, out=out), warmup, repeats))
+    seconds = min(
+        statistics.median(time_runs(lambda: torch.mm(a, rhs, out=out), warmup, repeats)) for rhs in (b, b.t())
+    )
     return 2 * n**3 / seconds / 1e9
