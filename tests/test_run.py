@@ -200,6 +200,21 @@ def test_folder_intrinsics_missing_for_one_image(models, images, tmp_path, capsy
     assert f"{images / 'b.jpg'}: no intrinsics file {tmp_path / 'Ks' / 'b'}.npy" in capsys.readouterr().err
 
 
+def test_bf16_and_compiled_runs_write_the_same_depth_closely(models, images, tmp_path, monkeypatch):
+    ckpt = models["metric"][0]
+    base = ["--load-from", ckpt, "--img-path", images / "b.jpg", "--intrinsics", "60,70,50,40", "--save-numpy"]
+    assert run(*base, "--outdir", tmp_path / "fp32") == 0
+    assert run(*base, "--outdir", tmp_path / "bf16", "--precision", "bf16") == 0
+    fp32, bf16 = np.load(tmp_path / "fp32" / "b.npy"), np.load(tmp_path / "bf16" / "b.npy")
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # it did run in bf16
+    assert np.median(np.abs(bf16 - fp32) / fp32) < 0.005
+    compiled = []  # compiling costs a minute here: check that the model is compiled in place, not the speed
+    monkeypatch.setattr(DepthAnythingV2, "compile", lambda self, *a, **k: compiled.append(type(self)))
+    assert run(*base, "--outdir", tmp_path / "compiled", "--compile") == 0
+    assert compiled == [DepthAnythingV2]
+    np.testing.assert_array_equal(np.load(tmp_path / "compiled" / "b.npy"), fp32)
+
+
 def test_refused_at_start(models, images, tmp_path, capsys):
     rel, metric = models["relative"][0], models["metric"][0]
     base = ["--img-path", images / "a.png", "--outdir", tmp_path / "o"]
@@ -213,6 +228,7 @@ def test_refused_at_start(models, images, tmp_path, capsys):
         (["--load-from", metric, "--intrinsics=-5,5,3,3"], "focal lengths must be positive"),
         (["--load-from", tmp_path / "none.pth"], "checkpoint file not found"),
         (["--load-from", metric, "--img-path", tmp_path / "nothing"], "not a file or a folder"),
+        (["--load-from", metric, "--precision", "fp16"], "--precision fp16 needs CUDA, the device is cpu"),
     ]
     for argv, message in cases:
         assert run(*base, *argv) == 2, argv
