@@ -167,6 +167,14 @@ def test_count_flops_of_a_backward_counts_attention_like_explicit_matmuls():
     assert sdpa == 3 * perf.count_flops(lambda: layer(x))
 
 
+def test_has_fast_bf16_follows_the_cpu_flags():
+    assert not perf.has_fast_bf16(torch.device("meta"))
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = set(cpuinfo.read_text().split())
+        assert perf.has_fast_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
 def test_matmul_gflops_is_positive():
     assert perf.matmul_gflops(torch.float32, n=64, warmup=1, repeats=2) > 0
 

@@ -133,6 +133,15 @@ def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
         assert ddp_eval[f"eval/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key
 
 
+def test_teacher_precision(monkeypatch):
+    cpu = torch.device("cpu")
+    assert train.teacher_uses_bf16("bf16", "fp32", cpu) and not train.teacher_uses_bf16("fp32", "bf16", cpu)
+    assert train.teacher_uses_bf16("auto", "bf16", cpu)
+    for native in (True, False):
+        monkeypatch.setattr(train, "has_fast_bf16", lambda device, native=native: native)
+        assert train.teacher_uses_bf16("auto", "fp32", cpu) == native
+
+
 def test_poly_schedule_first_and_last_values():
     from util.engine import get_lr
 

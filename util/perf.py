@@ -49,6 +49,17 @@ def tune_allocator() -> bool:
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively, so faster than fp32, on `device`: CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX. (Elsewhere bf16 is emulated and slower than fp32.)"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in names)
+    return False
+
+
 def peak_rss_bytes() -> int:
     """The process's peak resident memory (VmHWM) in bytes since it started; 0 where /proc is unavailable.
 
