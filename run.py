@@ -71,13 +71,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast: about 2.4x faster on CPUs with bf16 instructions, depth within 0.5 %% of fp32 "
+        help="bf16 autocast: 2.3-2.8x faster on CPUs with bf16 instructions, depth within 0.5 %% of fp32 "
         "(benchmarks/results.md); fp16: CUDA only",
     )
     runtime.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model: a faster forward after a one-off compile per input shape (benchmarks/results.md)",
+        help="torch.compile the model: a faster forward after a one-off compile per input shape "
+        "(benchmarks/results.md)",
     )
     return parser
 

@@ -123,7 +123,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--precision",
         default="fp32",
         choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast: 2.6x faster steps on CPUs with bf16 instructions (benchmarks/results.md); fp16: CUDA only",
+        help="bf16 autocast: about 2.4x faster steps on CPUs with bf16 instructions (benchmarks/results.md); "
+        "fp16: CUDA only",
     )
     runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     runtime.add_argument("--seed", type=int, default=0)
@@ -414,5 +415,5 @@ def update_best(previous_best: dict, results: dict[str, float]) -> bool:
 
 
 if __name__ == "__main__":
-    tune_allocator()  # before the first large tensor: 1.1-1.4x faster steps (benchmarks/results.md)
+    tune_allocator()  # before the first large tensor: 1.05-1.13x faster steps (benchmarks/results.md)
     main(get_args_parser().parse_args(sys.argv[1:]))
