@@ -172,6 +172,7 @@ class CameraEncoder(nn.Module):
         scores = torch.baddbmm(key_bias.to(keys.dtype), adapter.norm(x).to(keys.dtype), keys.transpose(1, 2))
         probs = scores.view(B, N, heads, T).softmax(-1).view(B, N, heads * T)
         return x + (probs.to(values.dtype) @ values.reshape(B, heads * T, C)) + adapter.out.bias
+
     def log_depth_offset(self, K: Tensor, has_intrinsics: Tensor, height: int, width: int) -> Tensor:
         """(B,) offset added to log depth: w * log_focal + b on calibrated samples, 0 on the others."""
         K = torch.where(
