@@ -133,7 +133,7 @@ def _count_step_flops(model: torch.nn.Module, step) -> int:
 def _train(case: dict) -> dict:
     """One optimisation step of a camera-aware metric student, plus a frozen teacher when case['teacher']: 'bf16' or
     'fp32' runs it every step, 'cached' reads its prediction from an .npy file (`train.py --cache-teacher`, where
-    the data loader reads and warps it). FLOPs are counted on the first (warm-up) step."""
+    the data loader reads and warps it). FLOPs are counted on one more step after the timed ones."""
     _configure(case)
     torch.manual_seed(0)
     model = _build_model(case, max_depth=20.0, use_camera_intrinsics=True, cam_token_inject_layer=case["inject"])
