@@ -36,6 +36,7 @@ from depth_anything_v2.distill import FrozenTeacher, student_loss  # noqa: E402
 from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
 from util.perf import (  # noqa: E402
     GLIBC_TUNABLES,
+    compile_frozen,
     count_flops,
     matmul_gflops,
     peak_rss_bytes,
@@ -81,12 +82,13 @@ def _result(case: dict, times: list[float], cpu_share: float, **extra: object) -
     return {**case, "seconds": seconds, "times": times, "cpu_share": cpu_share, "peak_rss_gb": peak_rss_gb, **extra}
 
 
-def _compile(model: torch.nn.Module) -> torch.nn.Module:
-    """torch.compile without inductor's on-disk cache, so that the reported compile time is a first compile."""
+def _compile(model: torch.nn.Module, frozen: bool = False) -> torch.nn.Module:
+    """torch.compile without inductor's on-disk cache, so that the reported compile time is a first compile.
+    frozen: in place with frozen weights, for inference (`util.perf.compile_frozen`)."""
     import torch._inductor.config as inductor_config
 
     inductor_config.force_disable_caches = True
-    return torch.compile(model)
+    return compile_frozen(model) if frozen else torch.compile(model)
 
 
 def _matmul(case: dict) -> dict:
@@ -108,7 +110,7 @@ def _forward(case: dict) -> dict:
     flops = count_flops(run)
     extra = {}
     if case.get("compile"):
-        model = _compile(model)
+        model = _compile(model, frozen=True)
         extra["compile_seconds"] = time_runs(run, 0, 1)[0]
     if case.get("allocator") == "late":
         tune_allocator()
@@ -159,6 +161,8 @@ def _train(case: dict) -> dict:
             torch.save(_build_model(case, max_depth=20.0).state_dict(), path)
             bf16 = case["teacher"] != "fp32"
             teacher = FrozenTeacher(str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=bf16)
+            if case.get("compile_teacher"):
+                _compile(teacher.model, frozen=True)
         cache = Path(tmp) / "teacher_depth.npy"
         if case["teacher"] == "cached":
             np.save(cache, teacher(batch["image"]).numpy())
@@ -183,6 +187,7 @@ def _train(case: dict) -> dict:
         extra = {}
         if case.get("compile"):
             forward = _compile(model)
+        if case.get("compile") or case.get("compile_teacher"):
             extra["compile_seconds"] = time_runs(step, 0, 1)[0]
         times, cpu_share = _timed(step, case)
         result = _result(case, times, cpu_share, **extra)
@@ -268,6 +273,9 @@ def plan(args: argparse.Namespace) -> list[dict]:
         {"name": "student, head NCHW", "inject": 0, "head_nchw": True},
         {"name": "student, glibc default allocator", "inject": 0, "allocator": "default"},
     ]
+    if not (args.quick or args.no_compile):
+        variants.insert(2, {"name": "student+teacher(bf16, compiled)", "inject": 0, "teacher": "bf16",
+                            "compile_teacher": True})  # fmt: skip
     for variant in variants:
         for precision in ("fp32", "bf16"):
             cases.append({**train, **variant, "precision": precision})
@@ -321,7 +329,7 @@ def summarize(results: list[dict]) -> list[dict]:
             dt = "float32" if r["precision"] == "fp32" else "bfloat16"
             name = f"vits {r['precision']} forward{', torch.compile' if compiled else ''} / matmul ceiling"
             checks.append(_check(name, r["gflops"] / ceiling[dt], TARGETS[f"{r['precision']}_forward"], True))
-    for teacher in ("bf16", "cached"):
+    for teacher in ("bf16", "bf16, compiled", "cached"):
         for precision in ("fp32", "bf16"):
             student = _find(results, kind="train", name="student", precision=precision)
             distill = _find(results, kind="train", name=f"student+teacher({teacher})", precision=precision)
@@ -354,7 +362,7 @@ def _variant(r: dict) -> str:
     if r.get("head_nchw"):
         parts.append("head in NCHW")
     if r.get("compile"):
-        parts.append(f"torch.compile (compiled in {r['compile_seconds']:.0f} s)")
+        parts.append(f"torch.compile, frozen weights (compiled in {r['compile_seconds']:.0f} s)")
     return ", ".join(parts) or "default"
 
 
@@ -398,7 +406,7 @@ def markdown(report: dict) -> str:
             speedup = f"{fp32['seconds'] / r['seconds']:.2f}x" if r["precision"] == "bf16" and fp32 else ""
             teacher = f"{r['teacher_seconds']:.3f}" if "teacher_seconds" in r else ""
             frac = r["gflops"] / ceiling["float32" if r["precision"] == "fp32" else "bfloat16"]
-            compiled = f", compiled in {r['compile_seconds']:.0f} s" if r.get("compile") else ""
+            compiled = f", compiled in {r['compile_seconds']:.0f} s" if "compile_seconds" in r else ""
             lines.append(
                 f"| {r['name']} (inject {r['inject']}{compiled}) | {r['precision']} | {r['seconds']:.3f} | "
                 f"{r['seconds'] / student['seconds']:.2f}x | {speedup} | {r['flops'] / 1e9:.0f} | {r['gflops']:.0f} | "
@@ -412,7 +420,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['size']} px | {r['workers']} | {r['samples_per_s']:.1f} | {per_worker:.1f} |")
     lines += ["", "| target | measured | required | met |", "|---|---|---|---|"]
     for c in report["targets"]:
-        lines.append(f"| {c['target']} | {c['value']:.2f} | {c['limit']} | {'yes' if c['met'] else 'NO'} |")
+        lines.append(f"| {c['target']} | {c['value']:.3f} | {c['limit']} | {'yes' if c['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 

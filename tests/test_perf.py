@@ -2,6 +2,7 @@
 measurement helpers of util/perf.py and benchmarks/bench.py."""
 
 import argparse
+import copy
 import platform
 import subprocess
 import sys
@@ -69,6 +70,24 @@ def test_infer_image_under_bf16_autocast(varied_model):
         depth16 = varied_model.infer_image(image, input_size=70, intrinsics=K)
     assert depth16.dtype == np.float32 and depth16.shape == (80, 100)
     assert _median_relative(torch.from_numpy(depth16), torch.from_numpy(depth32)) < 0.005
+
+
+def test_compile_frozen_keeps_bf16_depth(varied_model):
+    """A real compile (about 30 s here): the frozen graph gives the eager bf16 depth, within 0.5 % of fp32."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 70, 84)
+    K = torch.tensor([[90.0, 0, 41.5], [0, 90.0, 34.5], [0, 0, 1]])[None]
+    with torch.inference_mode():
+        depth32 = varied_model(x, K)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            eager16 = varied_model(x, K)
+    model = copy.deepcopy(varied_model)
+    assert perf.compile_frozen(model) is model and model._compiled_call_impl is not None
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled16 = model(x, K)
+    assert compiled16.dtype == torch.float32
+    assert _median_relative(compiled16, eager16) < 0.002
+    assert _median_relative(compiled16, depth32) < 0.005
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -194,6 +213,9 @@ def test_plan_covers_the_issue_rows():
     train = {(c["name"], c["precision"]) for c in cases if c["kind"] == "train"}
     assert {("student", "bf16"), ("student+teacher(bf16)", "fp32"), ("unfrozen+ckpt", "bf16")} <= train
     assert {("student+teacher(cached)", "bf16"), ("student, torch.compile", "bf16")} <= train
+    assert ("student+teacher(bf16, compiled)", "fp32") in train
+    no_compile = bench.plan(_args(quick=False, no_compile=True, encoders=["vits"]))
+    assert not any(c.get("compile") or c.get("compile_teacher") for c in no_compile)
     assert any(c.get("compile") for c in forward) and any(c.get("head_nchw") for c in forward)
     assert bench.run_settings(True)["size"] % 14 == 0
 
@@ -213,6 +235,8 @@ def _fake_results() -> list[dict]:
         {**train, "name": "student+teacher(bf16)", "precision": "fp32", "seconds": 3.3, "peak_rss_gb": 2.2},
         {**train, "name": "student+teacher(bf16)", "precision": "bf16", "seconds": 1.3, "peak_rss_gb": 1.6},
         {**train, "name": "student+teacher(cached)", "precision": "bf16", "seconds": 1.02, "peak_rss_gb": 1.5},
+        {**train, "name": "student+teacher(bf16, compiled)", "precision": "fp32", "seconds": 3.2, "peak_rss_gb": 2.2,
+         "compile_teacher": True, "compile_seconds": 41.0},  # fmt: skip
         {"kind": "loader", "size": 518, "workers": 2, "samples_per_s": 60.0, "samples_per_s_per_worker": 30.0},
         {"kind": "matmul", "dtype": "float32", "gflops": 150.0},  # a busier moment: the best one counts
     ]
@@ -228,6 +252,7 @@ def test_summarize_and_markdown():
     assert checks["distillation / student step time (bf16 teacher, fp32 student)"]["met"]  # 1.1
     assert not checks["distillation / student step time (bf16 teacher, bf16 student)"]["met"]  # 1.3
     assert checks["distillation / student step time (cached teacher, bf16 student)"]["met"]  # 1.02
+    assert checks["distillation / student step time (bf16, compiled teacher, fp32 student)"]["value"] == 3.2 / 3.0
     assert checks["train step fp32 / bf16 time (student)"]["met"]  # 3.0
     assert not checks["train step fp32 / bf16 time (student+teacher(bf16))"]["met"]  # 2.54
     assert not checks["loader samples/s per worker (2 workers, 518 px)"]["met"]
@@ -244,7 +269,9 @@ def test_summarize_and_markdown():
     table = bench.markdown({"meta": meta, "results": _fake_results(), "targets": list(checks.values())})
     assert "| vits | fp32 | glibc default allocator | 0.800 |" in table
     assert "| student (inject 0) | bf16 | 1.000 | 1.00x | 3.00x | 600 | 600 | 0.60 | 1.50 |  | 0.50 |" in table
-    assert "| vits bf16 forward / matmul ceiling | 0.50 | >= 0.6 | NO |" in table
+    assert "| vits bf16 forward / matmul ceiling | 0.500 | >= 0.6 | NO |" in table
+    assert "| vits | bf16 | torch.compile, frozen weights (compiled in 40 s) | 0.180 |" in table
+    assert "| student+teacher(bf16, compiled) (inject 0, compiled in 41 s) | fp32 | 3.200 | 1.07x |" in table
 
 
 def test_main_runs_cases_in_fresh_processes_and_writes_reports(tmp_path, monkeypatch):

@@ -209,9 +209,9 @@ def test_bf16_and_compiled_runs_write_the_same_depth_closely(models, images, tmp
     assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)  # it did run in bf16
     assert np.median(np.abs(bf16 - fp32) / fp32) < 0.005
     compiled = []  # compiling costs a minute here: check that the model is compiled in place, not the speed
-    monkeypatch.setattr(DepthAnythingV2, "compile", lambda self, *a, **k: compiled.append(type(self)))
+    monkeypatch.setattr(DepthAnythingV2, "compile", lambda self, *a, **k: compiled.append((type(self), k)))
     assert run(*base, "--outdir", tmp_path / "compiled", "--compile") == 0
-    assert compiled == [DepthAnythingV2]
+    assert compiled == [(DepthAnythingV2, {"options": {"freezing": True}})]
     np.testing.assert_array_equal(np.load(tmp_path / "compiled" / "b.npy"), fp32)
 
 
