@@ -246,6 +246,6 @@ class DepthAnythingV2(nn.Module):
         if intrinsics is not None:
             K_net = scale_intrinsics(np.asarray(intrinsics, dtype=np.float64), image.shape[-1] / w, image.shape[-2] / h)
             K = torch.as_tensor(K_net, dtype=torch.float32, device=image.device)[None]
-        depth = self.forward(image, K)
+        depth = self(image, K)  # through __call__: runs the compiled forward after model.compile()
         depth = F.interpolate(depth[:, None].float(), (h, w), mode="bilinear", align_corners=True)[0, 0]
         return depth.cpu().numpy()
