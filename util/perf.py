@@ -153,8 +153,8 @@ def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
     in an earlier run; benchmarks/results.md).
 
     Freezing applies to calls with gradients off (inference mode or no_grad). Load the weights first: weights
-    folded into the graph keep the values they had at the first call. Each new input shape compiles once more
-    (about 30 s for vits at 518 px on 2 cores).
+    folded into the graph keep the values they had at the first call. The first call compiles (about 30 s for
+    vits at 518 px on 2 cores), and a new input shape can compile again.
 
     Returns:
         `model` itself, whose forward now runs compiled.
