@@ -29,12 +29,12 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset.io import IMAGE_SUFFIXES, DataError, read_intrinsics
-from depth_anything_v2 import DepthAnythingV2
-from util.checkpoint import CheckpointError, build_model_from_checkpoint
+from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE, DepthAnythingV2
+from depth_anything_v2.geometry import make_intrinsics, unproject, validate_intrinsics
+from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
 from util.dist import resolve_device
-from util.engine import autocast_context
-from util.geometry import make_intrinsics, unproject, validate_intrinsics, write_ply
-from util.perf import compile_frozen, tune_allocator
+from util.ply import write_ply
+from util.precision import PRECISIONS, autocast_context, compile_frozen, tune_allocator
 from util.vis import colorize, side_by_side
 
 logger = logging.getLogger(__name__)
@@ -47,11 +47,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     model = parser.add_argument_group("model")
     model.add_argument("--load-from", required=True, help="official .pth or one of our checkpoints")
-    model.add_argument(
-        "--encoder", choices=["vits", "vitb", "vitl", "vitg"], help="official checkpoints only (default: inferred)"
-    )
+    model.add_argument("--encoder", choices=sorted(MODEL_CONFIGS), help="official checkpoints only (default: inferred)")
     model.add_argument("--max-depth", type=float, help="metric range (m) of an official metric checkpoint")
-    model.add_argument("--input-size", type=int, default=518, help="network short side, multiple of 14")
+    model.add_argument("--input-size", type=int, default=518, help=f"network short side, multiple of {PATCH_SIZE}")
     data = parser.add_argument_group("input and output")
     data.add_argument("--img-path", required=True, help="an image, a folder of images, or a .txt list of images")
     data.add_argument("--outdir", default="./vis_depth")
@@ -70,15 +68,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast: 2.3-2.8x faster on CPUs with bf16 instructions, depth within 0.5 %% of fp32 "
+        choices=PRECISIONS,
+        help="bf16 autocast: faster on CPUs with bf16 instructions and on GPUs, depth within 0.5 %% of fp32 "
         "(benchmarks/results.md); fp16: CUDA only",
     )
     runtime.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the model with its weights frozen: a faster forward (vits bf16 1.16x) after a "
-        "one-off compile per input shape (benchmarks/results.md)",
+        help="torch.compile the model with its weights frozen: a faster forward after a one-off compile per "
+        "input shape (benchmarks/results.md)",
     )
     return parser
 
@@ -150,7 +148,7 @@ def process_image(
     if raw is None:
         raise DataError(f"{path}: cannot read image (missing, corrupt or not an image)")
     metric = model.max_depth is not None
-    depth = model.infer_image(raw, args.input_size, intrinsics=K if model.cam_encoder is not None else None)
+    depth = model.infer_image(raw, args.input_size, intrinsics=K)
     # Metric depth: near is small, so plain Spectral makes it red; disparity: near is large, so Spectral_r.
     vis = colorize(depth, reverse=not metric, grayscale=args.grayscale)
     if not args.pred_only:
@@ -175,8 +173,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.save_ply and args.intrinsics is None:
             raise DataError(PLY_REQUIREMENT)
-        if args.input_size <= 0 or args.input_size % 14:
-            raise DataError(f"--input-size must be a positive multiple of 14, got {args.input_size}")
+        if args.input_size <= 0 or args.input_size % PATCH_SIZE:
+            raise DataError(f"--input-size must be a positive multiple of {PATCH_SIZE}, got {args.input_size}")
         images = list_images(args.img_path)
         k_for = intrinsics_source(args.intrinsics)
         device = resolve_device(args.device)

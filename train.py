@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -26,16 +25,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dataset import DataError, build_dataset, seed_worker
-from depth_anything_v2 import DepthAnythingV2
-from depth_anything_v2.configs import BACKBONE_CONFIGS
-from depth_anything_v2.distill import FrozenTeacher, cache_teacher_predictions
-from util.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
-from util.dist import DistInfo, barrier, cleanup_distributed, get_rng_state, init_distributed, seed_all, set_rng_state
-from util.engine import NonFiniteLossError, ResumableSampler, evaluate, train_one_epoch
+from dataset import DataError, GenericDatasetWithIntrinsics, seed_worker
+from dataset.protocol import EVAL_CROPS, EvalProtocol
+from dataset.registry import build_dataset
+from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
+from depth_anything_v2.configs import BACKBONE_CONFIGS, PATCH_SIZE
+from depth_anything_v2.loading import CheckpointError, load_weights
+from util.checkpoint import TrainState, resume, save_checkpoint, training_checkpoint, update_best
+from util.dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
+from util.distill import FrozenTeacher, cache_teacher_predictions
+from util.engine import NonFiniteLossError, evaluate, train_one_epoch
 from util.logger import MetricsWriter, setup_logging
-from util.metric import LOWER_IS_BETTER
-from util.perf import has_fast_bf16, tune_allocator
+from util.optim import build_optimizer
+from util.precision import PRECISIONS, has_fast_bf16, tune_allocator
+from util.sampler import ResumableSampler
 
 logger = logging.getLogger("train")
 
@@ -43,7 +46,7 @@ logger = logging.getLogger("train")
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser("Depth Anything V2 + camera intrinsics training", add_help=True)
     model = parser.add_argument_group("model")
-    model.add_argument("--encoder", default="vitl", choices=sorted(BACKBONE_CONFIGS))
+    model.add_argument("--encoder", default="vitl", choices=sorted(MODEL_CONFIGS))
     model.add_argument("--max-depth", type=float, default=20.0, help="metric range of the head, metres")
     model.add_argument("--pretrained-from", help="official or our checkpoint: backbone + head (camera encoder new)")
     model.add_argument(
@@ -70,7 +73,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", required=True, help="name under dataset/splits/, or a folder with splits/")
     data.add_argument("--data-root", help="dataset root for named datasets (hypersim, vkitti2, kitti, nyu)")
-    data.add_argument("--img-size", type=int, default=518, help="training crop, pixels (multiple of 14)")
+    data.add_argument(
+        "--img-size",
+        type=int,
+        default=518,
+        help="training crop side and evaluation short side, pixels (multiple of 14)",
+    )
     data.add_argument("--min-depth", type=float, default=0.001, help="ground truth below this (m) is ignored")
     data.add_argument("--depth-scale", type=float, default=1.0, help="metres per unit of 16-bit png depth")
     data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
@@ -94,7 +102,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     distill.add_argument(
         "--teacher-precision",
         default="auto",
-        choices=["auto", "bf16", "fp32"],
+        choices=("auto", "bf16", "fp32"),
         help="auto: bf16 with --precision bf16/fp16 or where the device runs bf16 natively, else fp32",
     )
     distill.add_argument(
@@ -107,7 +115,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--eval-interval", type=int, default=1, help="evaluate every N epochs")
     evaluation.add_argument(
         "--eval-crop",
-        choices=["none", "garg", "eigen", "eigen_nyu"],
+        choices=EVAL_CROPS,
         help="evaluation crop (default: the dataset's protocol, else none)",
     )
     evaluation.add_argument("--eval-min-depth", type=float, help="default: the dataset's protocol, else --min-depth")
@@ -122,8 +130,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument(
         "--precision",
         default="fp32",
-        choices=["fp32", "bf16", "fp16"],
-        help="bf16 autocast: about 2.4x faster steps on CPUs with bf16 instructions (benchmarks/results.md); "
+        choices=PRECISIONS,
+        help="bf16 autocast: faster steps on CPUs with bf16 instructions and on GPUs (benchmarks/results.md); "
         "fp16: CUDA only",
     )
     runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
@@ -142,8 +150,9 @@ def check_args(args: argparse.Namespace, info: DistInfo) -> None:
     depth = BACKBONE_CONFIGS[args.encoder]["depth"]
     if args.use_camera_intrinsics and not 0 <= args.cam_token_inject_layer < depth:
         errors.append(f"--cam-token-inject-layer must be in 0..{depth - 1} for {args.encoder} ({depth} blocks)")
-    if args.img_size % 14:
-        errors.append(f"--img-size {args.img_size} is not a multiple of 14 (try {round(args.img_size / 14) * 14})")
+    if args.img_size % PATCH_SIZE:
+        nearest = round(args.img_size / PATCH_SIZE) * PATCH_SIZE
+        errors.append(f"--img-size {args.img_size} is not a multiple of {PATCH_SIZE} (try {nearest})")
     if args.precision == "fp16" and info.device.type != "cuda":
         errors.append("--precision fp16 needs CUDA (it uses a gradient scaler); use bf16 on CPU")
     if args.eval_only and not args.pretrained_from:
@@ -169,94 +178,45 @@ def check_save_path(save_path: Path) -> None:
 
 
 def teacher_uses_bf16(teacher_precision: str, precision: str, device: torch.device) -> bool:
-    """Whether the frozen teacher runs under bf16 autocast: its depth stays within 0.5 % median of fp32
-    (tests/test_perf.py) and its forward costs about 0.4x the fp32 one (benchmarks/results.md)."""
+    """Whether the frozen teacher runs under bf16 autocast (its depth stays within 0.5 % median of fp32,
+    tests/test_precision.py): when asked, or with auto where the student runs in half precision or the device
+    runs bf16 natively."""
     if teacher_precision != "auto":
         return teacher_precision == "bf16"
     return precision != "fp32" or has_fast_bf16(device)
 
 
-def build_optimizer(model: DepthAnythingV2, args: argparse.Namespace) -> torch.optim.AdamW:
-    """AdamW: backbone at lr (only when unfrozen), head and camera encoder at 10x; no decay on norms, biases,
-    tokens and other 1-D or position parameters."""
-    groups: dict[tuple[str, bool], list] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        part = "backbone" if name.startswith("pretrained.") else "head"
-        no_decay = param.ndim <= 1 or name.endswith(("token", "tokens", "pos_embed", "ray_pos"))
-        groups.setdefault((part, no_decay), []).append(param)
-    param_groups = [
-        {
-            "params": params,
-            "name": f"{part}{'_no_decay' if no_decay else ''}",
-            "lr_scale": 1.0 if part == "backbone" else 10.0,
-            "weight_decay": 0.0 if no_decay else args.weight_decay,
-        }
-        for (part, no_decay), params in sorted(groups.items())
-    ]
-    return torch.optim.AdamW(param_groups, lr=args.lr, betas=(0.9, 0.999))
-
-
-def training_checkpoint(model, optimizer, scaler, state: dict, args: argparse.Namespace) -> dict:
-    """Everything a resume needs, as tensors and primitives only (loadable with weights_only=True)."""
-    return {
-        "model": model.state_dict(),
-        "model_config": model.config,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler else None,
-        "epoch": state["epoch"],
-        "epoch_step": state["epoch_step"],
-        "iteration": state["iteration"],
-        "skipped": state["skipped"],
-        "previous_best": state["previous_best"],
-        "args": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
-        "rng": get_rng_state(),
-    }
-
-
-def main(args: argparse.Namespace) -> None:
-    info = init_distributed(args.device, args.dist_timeout)
-    save_path = Path(args.save_path)
-    check_args(args, info)
-    if info.is_main:
-        check_save_path(save_path)
-        for stale in save_path.glob(".*.pth.tmp*"):
-            stale.unlink()  # left by a process killed inside a checkpoint write
-    barrier()
-    setup_logging(save_path, info.is_main)
-    seed_all(args.seed + info.rank)
-    if info.is_main:
-        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
-    logger.info(
-        "world size %d, device %s, torch %s, per-process batch %d (effective %d), lr backbone %.2e head %.2e",
-        info.world_size,
-        info.device,
-        torch.__version__,
-        args.bs,
-        args.bs * info.world_size,
-        args.lr,
-        args.lr * 10,
+def resolve_protocol(args: argparse.Namespace, val_set: GenericDatasetWithIntrinsics) -> EvalProtocol:
+    """The evaluation protocol: each --eval-* flag given, else the dataset's declared protocol, else the training
+    range without a crop. The resolved values are written back to `args` (config.json records what ran)."""
+    declared = val_set.eval_protocol or EvalProtocol("none", args.min_depth, args.max_depth)
+    protocol = EvalProtocol(
+        args.eval_crop or declared.crop,
+        declared.min_depth if args.eval_min_depth is None else args.eval_min_depth,
+        declared.max_depth if args.eval_max_depth is None else args.eval_max_depth,
     )
+    args.eval_crop, args.eval_min_depth, args.eval_max_depth = protocol.crop, protocol.min_depth, protocol.max_depth
+    return protocol
 
+
+def build_data(args: argparse.Namespace, split: str, mode: str) -> GenericDatasetWithIntrinsics:
+    """The `split` of --dataset in `mode`; a data problem stops the run with its message."""
     size = (args.img_size, args.img_size)
-    common = dict(
-        root=args.data_root,
-        min_depth=args.min_depth,
-        max_depth=args.max_depth,
-        depth_scale=args.depth_scale,
-        skip_bad_samples=args.skip_bad_samples,
-    )
+    options = dict(min_depth=args.min_depth, depth_scale=args.depth_scale, skip_bad_samples=args.skip_bad_samples)
+    if mode == "train":
+        options.update(
+            zoom_range=None if args.no_zoom else tuple(args.zoom_range),
+            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
+            teacher_cache=Path(args.save_path) / "teacher_cache" if args.cache_teacher else None,
+        )
     try:
-        val_set = build_dataset(args.dataset, "val", size, mode="val", **common)
+        return build_dataset(args.dataset, split, size, mode, args.data_root, args.max_depth, **options)
     except DataError as err:
-        raise SystemExit(f"validation data: {err}") from None
-    protocol = {"eval_crop": "none", "eval_min_depth": args.min_depth, "eval_max_depth": args.max_depth}
-    protocol.update(getattr(val_set, "eval_defaults", {}))
-    for key, value in protocol.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+        raise SystemExit(f"{'training' if mode == 'train' else 'validation'} data: {err}") from None
 
+
+def build_model(args: argparse.Namespace, info: DistInfo) -> DepthAnythingV2:
+    """The student: official or our weights from --pretrained-from (a new camera encoder is initialised)."""
     model = DepthAnythingV2(
         args.encoder,
         max_depth=args.max_depth,
@@ -268,36 +228,86 @@ def main(args: argparse.Namespace) -> None:
             report = load_weights(model, args.pretrained_from)
         except CheckpointError as err:
             raise SystemExit(f"--pretrained-from: {err}") from None
-        logger.info(
-            "loaded %s (%d tensors; newly initialised: %s)",
-            args.pretrained_from,
-            report["loaded"],
-            report["missing"] or "none",
-        )
+        newly = report["missing"] or "none"
+        logger.info("loaded %s (%d tensors; newly initialised: %s)", args.pretrained_from, report["loaded"], newly)
     model.pretrained.requires_grad_(not args.freeze_dinov2)
     model.pretrained.mask_token.requires_grad_(False)
-    model.to(info.device)
+    return model.to(info.device)
 
+
+def build_teacher(
+    args: argparse.Namespace, info: DistInfo, train_set: GenericDatasetWithIntrinsics
+) -> FrozenTeacher | None:
+    """The frozen teacher of --use-distillation; with --cache-teacher its predictions are written first."""
+    if not args.use_distillation:
+        return None
+    try:
+        teacher = FrozenTeacher(
+            args.teacher_checkpoint,
+            info.device,
+            encoder=args.teacher_encoder,
+            max_depth=args.max_depth,
+            bf16=teacher_uses_bf16(args.teacher_precision, args.precision, info.device),
+        )
+    except CheckpointError as err:
+        raise SystemExit(f"--teacher-checkpoint: {err}") from None
+    if train_set.teacher_cache is not None:
+        computed = cache_teacher_predictions(
+            teacher, train_set, train_set.teacher_cache, args.img_size, info.rank, info.world_size
+        )
+        barrier()
+        logger.info("teacher predictions cached in %s (%d computed by this process)", train_set.teacher_cache, computed)
+    return teacher
+
+
+def start(args: argparse.Namespace) -> tuple[DistInfo, Path]:
+    """Join the process group, check the flags and the run folder, set up logging and seeds."""
+    info = init_distributed(args.device, args.dist_timeout)
+    save_path = Path(args.save_path)
+    check_args(args, info)
+    if info.is_main:
+        check_save_path(save_path)
+        for stale in save_path.glob(".*.pth.tmp*"):
+            stale.unlink()  # left by a process killed inside a checkpoint write
+    barrier()
+    setup_logging(save_path, info.is_main)
+    seed_all(args.seed + info.rank)
+    logger.info(
+        "world size %d, device %s, torch %s, per-process batch %d (effective %d), lr backbone %.2e head %.2e",
+        info.world_size,
+        info.device,
+        torch.__version__,
+        args.bs,
+        args.bs * info.world_size,
+        args.lr,
+        args.lr * 10,
+    )
+    return info, save_path
+
+
+def main(args: argparse.Namespace) -> None:
+    info, save_path = start(args)
+    val_set = build_data(args, "val", "val")
+    protocol = resolve_protocol(args, val_set)
+    if info.is_main:
+        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
+    model = build_model(args, info)
     if args.eval_only:
-        results = evaluate(model, val_set, args, info)
+        results = evaluate(model, val_set, protocol, args, info)
         logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
         if info.is_main:
             (save_path / "eval.json").write_text(json.dumps(results, indent=2))
         cleanup_distributed()
         return
 
-    try:
-        train_set = build_dataset(
-            args.dataset,
-            "train",
-            size,
-            mode="train",
-            zoom_range=None if args.no_zoom else tuple(args.zoom_range),
-            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
-            **common,
+    train_set = build_data(args, "train", "train")
+    iters_per_epoch = len(train_set) // (args.bs * info.world_size)
+    if iters_per_epoch == 0:
+        raise SystemExit(
+            f"the training split has {len(train_set)} samples, fewer than one batch of "
+            f"{args.bs} x {info.world_size} processes: lower --bs"
         )
-    except DataError as err:
-        raise SystemExit(f"training data: {err}") from None
+    teacher = build_teacher(args, info, train_set)
     sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
     loader = DataLoader(
         train_set,
@@ -309,58 +319,18 @@ def main(args: argparse.Namespace) -> None:
         persistent_workers=False,
         worker_init_fn=seed_worker,
     )
-    teacher = None
-    if args.use_distillation:
-        try:
-            teacher = FrozenTeacher(
-                args.teacher_checkpoint,
-                info.device,
-                encoder=args.teacher_encoder,
-                max_depth=args.max_depth,
-                bf16=teacher_uses_bf16(args.teacher_precision, args.precision, info.device),
-            )
-        except CheckpointError as err:
-            raise SystemExit(f"--teacher-checkpoint: {err}") from None
-    if teacher is not None and args.cache_teacher:
-        cache_dir = save_path / "teacher_cache"
-        computed = cache_teacher_predictions(teacher, train_set, cache_dir, args.img_size, info.rank, info.world_size)
-        barrier()
-        train_set.teacher_cache = cache_dir
-        logger.info("teacher predictions cached in %s (%d computed by this process)", cache_dir, computed)
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
-    iters_per_epoch = len(train_set) // (args.bs * info.world_size)
-    if iters_per_epoch == 0:
-        raise SystemExit(
-            f"the training split has {len(train_set)} samples, fewer than one batch of "
-            f"{args.bs} x {info.world_size} processes: lower --bs"
-        )
-    state = {
-        "epoch": 0,
-        "epoch_step": 0,
-        "iteration": 0,
-        "skipped": 0,
-        "consecutive_skipped": 0,
-        "total_iters": args.epochs * iters_per_epoch,
-        "previous_best": {},
-    }
-
+    state = TrainState(total_iters=args.epochs * iters_per_epoch)
     if args.resume:
         resume_path = save_path / "latest.pth" if args.resume == "auto" else Path(args.resume)
         try:
-            ckpt = read_checkpoint(resume_path)
+            resume(resume_path, model, optimizer, scaler, state)
         except CheckpointError as err:
             raise SystemExit(f"--resume: {err}") from None
-        load_weights(model, ckpt)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scaler and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        for key in ("epoch", "epoch_step", "iteration", "skipped", "previous_best"):
-            state[key] = ckpt[key]
-        set_rng_state(ckpt["rng"])
-        if state["epoch_step"] >= iters_per_epoch:
-            state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
-        logger.info("resumed from %s at epoch %d, iteration %d", resume_path, state["epoch"], state["iteration"])
+        if state.epoch_step >= iters_per_epoch:
+            state.epoch, state.epoch_step = state.epoch + 1, 0
+        logger.info("resumed from %s at epoch %d, iteration %d", resume_path, state.epoch, state.iteration)
 
     ddp_model = (
         DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
@@ -369,27 +339,28 @@ def main(args: argparse.Namespace) -> None:
     )
     writer = MetricsWriter(save_path) if info.is_main else None
 
-    def save_latest() -> None:
+    def save(name: str) -> None:
         if info.is_main:
-            save_checkpoint(training_checkpoint(model, optimizer, scaler, state, args), save_path / "latest.pth")
+            save_checkpoint(training_checkpoint(model, optimizer, scaler, state, args), save_path / name)
 
     try:
-        while state["epoch"] < args.epochs and not (args.max_steps and state["iteration"] >= args.max_steps):
-            sampler.set_epoch(state["epoch"])
-            sampler.set_start(state["epoch_step"] * args.bs)
-            train_one_epoch(ddp_model, teacher, loader, optimizer, scaler, args, state, info, writer, save_latest)
-            epoch_done = state["epoch_step"] >= iters_per_epoch
-            if epoch_done and (state["epoch"] + 1) % args.eval_interval == 0:
-                results = evaluate(model, val_set, args, info)
-                improved = update_best(state["previous_best"], results)
-                logger.info("epoch %d eval: %s", state["epoch"], " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+        while state.epoch < args.epochs and not (args.max_steps and state.iteration >= args.max_steps):
+            sampler.set_epoch(state.epoch)
+            sampler.set_start(state.epoch_step * args.bs)
+            train_one_epoch(
+                ddp_model, teacher, loader, optimizer, scaler, args, state, info, writer, lambda: save("latest.pth")
+            )
+            epoch_done = state.epoch_step >= iters_per_epoch
+            if epoch_done and (state.epoch + 1) % args.eval_interval == 0:
+                results = evaluate(model, val_set, protocol, args, info)
+                logger.info("epoch %d eval: %s", state.epoch, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
                 if writer:
-                    writer.write(state["iteration"], {f"eval/{k}": v for k, v in results.items()}, epoch=state["epoch"])
-                if improved and info.is_main:
-                    save_checkpoint(training_checkpoint(model, optimizer, scaler, state, args), save_path / "best.pth")
+                    writer.write(state.iteration, {f"eval/{k}": v for k, v in results.items()}, epoch=state.epoch)
+                if update_best(state.previous_best, results):
+                    save("best.pth")
             if epoch_done:
-                state["epoch"], state["epoch_step"] = state["epoch"] + 1, 0
-            save_latest()
+                state.epoch, state.epoch_step = state.epoch + 1, 0
+            save("latest.pth")
     except NonFiniteLossError as err:
         logger.error("%s", err)
         raise SystemExit(2) from None
@@ -399,21 +370,6 @@ def main(args: argparse.Namespace) -> None:
         cleanup_distributed()
 
 
-def update_best(previous_best: dict, results: dict[str, float]) -> bool:
-    """Track the best value of every metric; True when abs_rel improved (best.pth is then written)."""
-    improved = False
-    for key, value in results.items():
-        if not math.isfinite(value):
-            continue
-        lower = key in LOWER_IS_BETTER or key == "zoom_slope"
-        best = previous_best.get(key)
-        value_cmp = abs(value) if key == "zoom_slope" else value
-        if best is None or (value_cmp < best if lower else value_cmp > best):
-            previous_best[key] = value_cmp
-            improved |= key == "abs_rel"
-    return improved
-
-
 if __name__ == "__main__":
-    tune_allocator()  # before the first large tensor: 1.05-1.13x faster steps (benchmarks/results.md)
+    tune_allocator()  # before the first large tensor (benchmarks/results.md)
     main(get_args_parser().parse_args(sys.argv[1:]))

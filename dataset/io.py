@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from util.geometry import make_intrinsics, validate_intrinsics
+from depth_anything_v2.geometry import make_intrinsics, validate_intrinsics
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_SUFFIXES = (".npy", ".png", ".h5", ".hdf5")
@@ -33,6 +35,17 @@ def first_existing_file(candidates: list[Path], what: str, hint: str) -> Path:
             return candidate
     tried = ", ".join(str(c) for c in candidates)
     raise DataError(f"no {what} (tried {tried}); {hint}")
+
+
+@contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn the OSError / ValueError of reading `path` into a DataError naming it and `what` it should hold."""
+    try:
+        yield
+    except DataError:
+        raise
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read {what} ({err})") from None
 
 
 def check_image_header(path: Path) -> str | None:
@@ -65,7 +78,7 @@ def read_depth(path: str | Path, depth_scale: float = 1.0) -> np.ndarray:
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    try:
+    with _reading(path, "depth"):
         if suffix == ".npy":
             depth = np.load(path, allow_pickle=False)
         elif suffix == ".png":
@@ -78,10 +91,6 @@ def read_depth(path: str | Path, depth_scale: float = 1.0) -> np.ndarray:
             depth = _read_h5(path)
         else:
             raise DataError(f"{path}: unsupported depth type {suffix!r} (use .npy, 16-bit .png, .h5)")
-    except DataError:
-        raise
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read depth ({err})") from None
     depth = np.asarray(depth)
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
@@ -114,7 +123,7 @@ def _read_h5(path: Path) -> np.ndarray:
 def read_intrinsics(path: str | Path) -> np.ndarray:
     """(3, 3) float64 K from a .npy 3x3, or a .txt with 9 numbers (row-major) or 4 numbers `fx fy cx cy`."""
     path = Path(path)
-    try:
+    with _reading(path, "intrinsics"):
         if path.suffix.lower() == ".npy":
             K = np.load(path, allow_pickle=False)
         else:
@@ -125,10 +134,6 @@ def read_intrinsics(path: str | Path) -> np.ndarray:
                 K = values.reshape(3, 3)
             else:
                 raise DataError(f"{path}: intrinsics text must hold 9 numbers or 4 (fx fy cx cy), found {values.size}")
-    except DataError:
-        raise
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read intrinsics ({err})") from None
     problem = validate_intrinsics(K)
     if problem:
         raise DataError(f"{path}: {problem}")

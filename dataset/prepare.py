@@ -1,4 +1,4 @@
-"""Write the file lists of a named dataset by walking its own folder layout, and build datasets from them.
+"""Write the file lists of a named dataset by walking its own folder layout (a command-line module).
 
     python -m dataset.prepare hypersim --root DIR [--out dataset/splits/hypersim] [--val-fraction 0.05] [--split-csv F]
     python -m dataset.prepare vkitti2  --root DIR [--out dataset/splits/vkitti2] [--val-scenes Scene20 ...]
@@ -14,100 +14,22 @@ the lists are looked up in DIR/splits/ first, then dataset/splits/NAME/.
 from __future__ import annotations
 
 import argparse
-import logging
-import math
+import inspect
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
+from .adapters import hypersim
+from .io import DataError
+from .registry import NAMED_DATASETS, SPLITS_DIR
 
-from . import hypersim, kitti, nyu, vkitti2
-from .base import GenericDatasetWithIntrinsics
-from .io import DataError, first_existing_file
-
-logger = logging.getLogger(__name__)
-
-ADAPTERS = {"hypersim": hypersim, "vkitti2": vkitti2, "kitti": kitti, "nyu": nyu}
-SPLITS_DIR = Path(__file__).parent / "splits"
 SPLIT_NAMES = ("train", "val", "test")
-# Evaluation samples keep every measured pixel (> 0); the protocol's range is applied by the evaluation.
-_SMALLEST_DEPTH = float(np.finfo(np.float32).tiny)
-
-
-def find_split_list(name: str, split: str, root: str | Path) -> Path:
-    """`root/splits/<split>.txt` if present, else `dataset/splits/<name>/<split>.txt`; DataError says how to
-    create it."""
-    candidates = [Path(root) / "splits" / f"{split}.txt", SPLITS_DIR / name / f"{split}.txt"]
-    return first_existing_file(
-        candidates,
-        f"'{split}' list for {name}",
-        f"create it with `python -m dataset.prepare {name} --root {root} --out {SPLITS_DIR / name}`",
-    )
-
-
-def named_dataset(
-    name: str,
-    split: str,
-    size: tuple[int, int],
-    mode: str,
-    root: str | Path | None,
-    depth_reader: Callable[[Path], np.ndarray],
-    usual_max_depth: float,
-    eval_defaults: dict,
-    max_depth: float | None = None,
-    depth_scale: float | None = None,
-    **kwargs,
-) -> GenericDatasetWithIntrinsics:
-    """A named dataset's split as a GenericDatasetWithIntrinsics with its reader and evaluation protocol.
-
-    Args:
-        name: dataset name (for messages and the dataset/splits/<name>/ lookup).
-        split: 'train' | 'val' | 'test'.
-        size: training crop (height, width) / evaluation lower bound, pixels.
-        mode: 'train' or 'val'.
-        root: the dataset root the lists are relative to (--data-root); required.
-        depth_reader: (path) -> (H, W) float32 metres, 0 invalid.
-        usual_max_depth: the dataset's customary range (m), used when `max_depth` is None.
-        eval_defaults: {'eval_crop', 'eval_min_depth', 'eval_max_depth'} of the dataset's protocol, stored as
-            the `eval_defaults` attribute that train.py applies when no --eval-* flag is given.
-        max_depth: training ground truth beyond this (m) is invalid. In 'val' mode every measured pixel stays
-            valid and the evaluation range is the protocol's (or the --eval-* flags).
-        depth_scale: ignored; the reader decodes the dataset's own units.
-        kwargs: passed to GenericDatasetWithIntrinsics.
-    """
-    if root is None:
-        raise DataError(f"{name}: --data-root DIR is required (the folder given to `python -m dataset.prepare {name}`)")
-    if not Path(root).is_dir():
-        raise DataError(f"{name}: data root {root} is not a folder")
-    max_depth = usual_max_depth if max_depth is None else max_depth
-    if mode == "val":
-        kwargs["min_depth"], max_depth = _SMALLEST_DEPTH, math.inf
-    elif max_depth < usual_max_depth:
-        logger.warning(
-            "%s: --max-depth %g m is below the usual %g m for this dataset; deeper ground truth is ignored in training",
-            name,
-            max_depth,
-            usual_max_depth,
-        )
-    dataset = GenericDatasetWithIntrinsics(
-        find_split_list(name, split, root),
-        mode=mode,
-        size=size,
-        max_depth=max_depth,
-        depth_reader=depth_reader,
-        root=root,
-        **kwargs,
-    )
-    dataset.eval_defaults = dict(eval_defaults)
-    return dataset
 
 
 def prepare_dataset(name: str, root: str | Path, out: str | Path, **options) -> dict:
     """Walk `root` with the adapter of `name` and write `out/<split>.txt` and `out/intrinsics/*.txt`.
 
     Args:
-        name: one of ADAPTERS.
+        name: one of NAMED_DATASETS.
         root: the dataset's root folder.
         out: folder for the lists (created); list files of splits the adapter does not produce are removed.
         options: the adapter's `scan` options (e.g. val_fraction, val_scenes, eigen_test, depth_dir).
@@ -117,11 +39,11 @@ def prepare_dataset(name: str, root: str | Path, out: str | Path, **options) -> 
         reason)], optionally 'notes': [str]}.
     """
     root, out = Path(root), Path(out)
-    if name not in ADAPTERS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(ADAPTERS)}")
+    if name not in NAMED_DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(NAMED_DATASETS)}")
     if not root.is_dir():
         raise DataError(f"{root}: {name} root folder not found")
-    result = ADAPTERS[name].scan(root, **options)
+    result = NAMED_DATASETS[name].scan(root, **options)
     (out / "intrinsics").mkdir(parents=True, exist_ok=True)
     for file_name, K in result["intrinsics"].items():
         fx, fy, cx, cy = (float(K[i, j]) for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
@@ -157,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     names = parser.add_subparsers(dest="name", required=True, metavar="NAME")
     commands = {}
-    for name, adapter in ADAPTERS.items():
-        command = names.add_parser(name, help=(adapter.__doc__ or "").splitlines()[0])
+    for name, named in NAMED_DATASETS.items():
+        summary = (inspect.getmodule(named.scan).__doc__ or "").splitlines()[0]
+        command = names.add_parser(name, help=summary)
         command.add_argument("--root", type=Path, required=True, help="the dataset's root folder")
         command.add_argument("--out", type=Path, help=f"list folder (default {SPLITS_DIR / name})")
         commands[name] = command

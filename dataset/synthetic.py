@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.geometry import make_intrinsics
+from depth_anything_v2.geometry import make_intrinsics
 
 TEXTURE_PERIOD_M = 0.5
 

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
+from depth_anything_v2.geometry import affine_intrinsics, flip_intrinsics, scale_intrinsics
 from depth_anything_v2.preprocess import prepare_image
-from util.geometry import affine_intrinsics, flip_intrinsics, scale_intrinsics
 
 _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32)
 _STD = np.array(IMAGENET_STD, dtype=np.float32)

@@ -1,7 +1,7 @@
 """Camera encoder: pinhole intrinsics -> camera tokens, injected into the backbone by zero-initialised
 cross-attention so that a student built from an official checkpoint starts exactly equal to it.
 
-Design and reasons: ../shared/docs/CAMERA.md b1-b4 (summarised in the README). Conventions: K in pixels of the
+Design and reasons: docs/CAMERA.md. Conventions: K in pixels of the
 network input, OpenCV pixel centres (pixel u spans [u - 0.5, u + 0.5]); camera axes x right, y down, z forward.
 """
 
@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .dinov2_layers import Block
+from .geometry import canonical_intrinsics
 
 NUM_FREQUENCIES = 6
 GRID = 3
@@ -29,11 +30,10 @@ def fourier_embed(s: Tensor, scale: float) -> Tensor:
     return torch.cat([s[..., None], angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
-def canonical_intrinsics(batch: int, height: int, width: int, device: torch.device) -> Tensor:
-    """(B, 3, 3) K with focal max(H, W) px and the principal point at the image centre (used for missing K)."""
-    f = float(max(height, width))
-    K = torch.tensor([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]], device=device)
-    return K.expand(batch, 3, 3)
+def _with_canonical(K: Tensor, has_intrinsics: Tensor, height: int, width: int) -> Tensor:
+    """(B, 3, 3) float32 K where has_intrinsics, `canonical_intrinsics` elsewhere."""
+    canonical = torch.as_tensor(canonical_intrinsics(height, width), dtype=torch.float32, device=K.device)
+    return torch.where(has_intrinsics[:, None, None], K.float(), canonical)
 
 
 def camera_features(K: Tensor, height: int, width: int, focal_ref: float = DEFAULT_FOCAL_REF) -> tuple[Tensor, Tensor]:
@@ -137,7 +137,7 @@ class CameraEncoder(nn.Module):
     def tokens(self, K: Tensor, has_intrinsics: Tensor, height: int, width: int) -> Tensor:
         """(B, 3, 3) K, (B,) bool -> (B, 10, C) float32 camera tokens."""
         B = K.shape[0]
-        K = torch.where(has_intrinsics[:, None, None], K.float(), canonical_intrinsics(B, height, width, K.device))
+        K = _with_canonical(K, has_intrinsics, height, width)
         global_feats, ray_feats = camera_features(K, height, width, self.focal_ref)
         scales = global_feats.new_tensor([2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
         with torch.autocast(K.device.type, enabled=False):
@@ -175,8 +175,6 @@ class CameraEncoder(nn.Module):
 
     def log_depth_offset(self, K: Tensor, has_intrinsics: Tensor, height: int, width: int) -> Tensor:
         """(B,) offset added to log depth: w * log_focal + b on calibrated samples, 0 on the others."""
-        K = torch.where(
-            has_intrinsics[:, None, None], K.float(), canonical_intrinsics(K.shape[0], height, width, K.device)
-        )
+        K = _with_canonical(K, has_intrinsics, height, width)
         log_focal = camera_features(K, height, width, self.focal_ref)[0][:, 0]
         return torch.where(has_intrinsics, self.focal_weight * log_focal + self.focal_bias, torch.zeros_like(log_focal))

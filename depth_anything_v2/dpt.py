@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from util.geometry import scale_intrinsics
-
 from .blocks import FeatureFusionBlock, _make_scratch
 from .camera import CameraEncoder
 from .configs import IMAGENET_MEAN, IMAGENET_STD, INTERMEDIATE_LAYER_IDX, MODEL_CONFIGS, PATCH_SIZE
 from .dinov2 import build_dinov2
+from .geometry import canonical_intrinsics, scale_intrinsics
 from .preprocess import prepare_image
 
 
@@ -35,8 +34,7 @@ class DPTHead(nn.Module):
         metric: Sigmoid output (metric depth / max_depth) instead of ReLU (relative disparity).
 
     Attribute `channels_last` (default True): run the convolutions on channels-last activations, oneDNN's faster
-    layout on CPU (a bf16 train step 1.24x faster, a bf16 forward 1.04-1.18x; benchmarks/results.md); False keeps
-    NCHW.
+    layout on CPU (measured in benchmarks/results.md); False keeps NCHW.
     """
 
     def __init__(
@@ -213,7 +211,8 @@ class DepthAnythingV2(nn.Module):
         intrinsics: Tensor | None, has_intrinsics: Tensor | None, B: int, H: int, W: int, device: torch.device
     ) -> tuple[Tensor, Tensor]:
         if intrinsics is None:
-            return torch.eye(3, device=device).expand(B, 3, 3), torch.zeros(B, dtype=torch.bool, device=device)
+            K = torch.as_tensor(canonical_intrinsics(H, W), dtype=torch.float32, device=device)
+            return K.expand(B, 3, 3), torch.zeros(B, dtype=torch.bool, device=device)
         if intrinsics.shape != (B, 3, 3):
             raise ValueError(
                 f"intrinsics must have shape ({B}, 3, 3) for a batch of {B}, got {tuple(intrinsics.shape)}"

@@ -133,9 +133,7 @@ def test_folded_cross_attention_equals_the_projected_form():
     assert (projected - x).abs().max() > 0.1
     torch.testing.assert_close(folded, projected, atol=2e-6, rtol=1e-5)
     grads = torch.autograd.grad(folded.square().sum(), [x, encoder.to_q.weight, encoder.adapters["2"].out.weight])
-    expected = torch.autograd.grad(
-        projected.square().sum(), [x, encoder.to_q.weight, encoder.adapters["2"].out.weight]
-    )
+    expected = torch.autograd.grad(projected.square().sum(), [x, encoder.to_q.weight, encoder.adapters["2"].out.weight])
     for got, want in zip(grads, expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert encoder.inject(0, x, tokens) is x  # below the inject layer

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from depth_anything_v2 import DepthAnythingV2
-from util.checkpoint import (
+from depth_anything_v2.loading import (
     CheckpointError,
     build_model_from_checkpoint,
     extract_state_dict,
     infer_encoder,
     load_weights,
     read_checkpoint,
-    save_checkpoint,
 )
+from util.checkpoint import save_checkpoint
 
 
 def assert_same_weights(model, state):

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dataset import DataError, GenericDatasetWithIntrinsics, build_dataset, resolve_split
+from dataset import DataError, GenericDatasetWithIntrinsics
+from dataset.registry import build_dataset, resolve_split
 from dataset.synthetic import write_synthetic_dataset
 
 
@@ -41,7 +42,7 @@ def test_sample_contents_and_mixed_intrinsics_collate(scenes, tmp_path):
     dataset = GenericDatasetWithIntrinsics(mixed, size=(70, 98))
     batch = next(iter(DataLoader(dataset, batch_size=4)))
     assert batch["image"].shape == (4, 3, 70, 98) and batch["image"].dtype == torch.float32
-    assert batch["depth"].shape == (4, 70, 98) and batch["valid_mask"].dtype == torch.bool
+    assert batch["depth"].shape == (4, 70, 98) and batch["depth_valid"].dtype == torch.bool
     assert batch["intrinsics"].shape == (4, 3, 3)
     assert batch["has_intrinsics"].tolist() == [True, True, False, False]
     assert all(p.endswith(".png") for p in batch["image_path"])
@@ -63,7 +64,7 @@ def test_val_keeps_ground_truth_resolution_and_min_max_depth(scenes):
     dataset = GenericDatasetWithIntrinsics(scenes / "splits" / "val.txt", mode="val", size=(70, 70), max_depth=3.0)
     sample = dataset[0]
     assert sample["image"].shape == (3, 70, 98) and sample["depth"].shape == (84, 112)
-    assert (sample["depth"][sample["valid_mask"]] <= 3.0).all()
+    assert (sample["depth"][sample["depth_valid"]] <= 3.0).all()
 
 
 def test_every_bad_line_is_reported_at_once(scenes, tmp_path):
@@ -136,7 +137,7 @@ def test_dataset_names_and_folders_resolve(scenes, tmp_path):
 
 
 def test_names_under_the_splits_folder_and_lists_directly_in_a_folder(scenes, tmp_path, monkeypatch):
-    import dataset as dataset_package
+    import dataset.registry as dataset_package
 
     named = tmp_path / "splits_root" / "my_data"
     named.mkdir(parents=True)
@@ -169,7 +170,7 @@ def test_root_and_custom_depth_reader(scenes, tmp_path):
     sample = dataset[0]
     assert sample["depth"].dtype == torch.float32
     np.testing.assert_allclose(sample["depth"].numpy(), expected, rtol=1e-6)
-    assert sample["valid_mask"][:2, :3].tolist() == [[False] * 3, [False, True, True]]
+    assert sample["depth_valid"][:2, :3].tolist() == [[False] * 3, [False, True, True]]
     assert read == [scenes / lines[0].split()[1]]
 
     def broken(path):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from dataset.io import DataError, check_image_header, read_depth, read_image, read_intrinsics
-from util.geometry import make_intrinsics, read_ply, unproject, validate_intrinsics, write_ply
+from depth_anything_v2.geometry import make_intrinsics, unproject, validate_intrinsics
+from util.ply import read_ply, write_ply
 
 
 def test_npy_depth_marks_invalid_values_as_zero(tmp_path):

@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from util.metric import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulator, depth_metric_sums, eval_crop_mask
+from dataset.protocol import eval_crop_mask
+from util.metric import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulator, depth_metric_sums
 
 # One 2x2 image whose ratios max(p/g, g/p) are 1.2, 1.5, 1.9 and 2.5 (the third pixel under-predicts).
 TARGET = [[1.0, 2.0], [3.8, 4.0]]

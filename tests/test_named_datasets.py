@@ -15,11 +15,13 @@ import pytest
 import torch
 
 import train
-from dataset import DataError, build_dataset, hypersim, kitti, nyu, vkitti2
-from dataset.prepare import find_split_list, format_report, main, named_dataset, prepare_dataset
+from dataset import DataError
+from dataset.adapters import hypersim, kitti, nyu, vkitti2
+from dataset.prepare import format_report, main, prepare_dataset
+from dataset.protocol import EvalProtocol, eval_crop_mask
+from dataset.registry import build_dataset, resolve_split
 from depth_anything_v2 import DepthAnythingV2
-from util.geometry import make_intrinsics, scale_intrinsics
-from util.metric import eval_crop_mask
+from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +80,7 @@ def test_hypersim_distance_becomes_planar_depth_with_the_published_camera(tmp_pa
     ]
 
     val = build_dataset("hypersim", "val", (70, 70), root=str(root))
-    assert val.eval_defaults == {"eval_crop": "none", "eval_min_depth": 1e-3, "eval_max_depth": 20.0}
+    assert val.eval_protocol == EvalProtocol("none", 1e-3, 20.0)
     sample = val[0]
     # At 128 x 96: f = 886.81 / 8 = 110.85125, cx = (511.5 + 0.5) / 8 - 0.5 = 63.5, cy = (383.5 + 0.5) / 8 - 0.5 = 47.5.
     # Pixel (u, v) = (100, 10): z = 5 * f / sqrt(f^2 + 36.5^2 + 37.5^2).
@@ -86,8 +88,8 @@ def test_hypersim_distance_becomes_planar_depth_with_the_published_camera(tmp_pa
     assert sample["depth"][10, 100].item() == pytest.approx(expected, rel=1e-5)
     assert expected == pytest.approx(4.5214, abs=1e-4)
     assert sample["depth"][48, 64].item() == pytest.approx(5.0, rel=1e-4)  # next to the principal point
-    assert not sample["valid_mask"][0, 0] and sample["depth"][0, 0] == 0  # NaN distance
-    assert sample["valid_mask"][1:, 1:].all()
+    assert not sample["depth_valid"][0, 0] and sample["depth"][0, 0] == 0  # NaN distance
+    assert sample["depth_valid"][1:, 1:].all()
     assert_sample_K(sample, make_intrinsics(110.85125, 110.85125, 63.5, 47.5), 128, 96)
     torch.testing.assert_close(
         torch.tensor(hypersim.intrinsics_for_size(1024, 768)), torch.tensor(hypersim.NATIVE_K), rtol=0, atol=0
@@ -161,10 +163,10 @@ def test_vkitti2_centimetres_sky_and_per_camera_intrinsics(tmp_path):
     assert (root / "splits/intrinsics/vkitti2_Scene01_clone_Camera_1_00001.txt").read_text().split()[2] == "56.5"
 
     val = build_dataset("vkitti2", "val", (70, 70), root=str(root))
-    assert val.eval_defaults["eval_max_depth"] == 80.0 and val.eval_defaults["eval_crop"] == "none"
+    assert val.eval_protocol.max_depth == 80.0 and val.eval_protocol.crop == "none"
     sample = val[0]
     assert sample["depth"][30, 50].item() == pytest.approx(12.34, rel=1e-6)
-    assert not sample["valid_mask"][:20].any() and sample["valid_mask"][20:].all()  # far plane = sky
+    assert not sample["depth_valid"][:20].any() and sample["depth_valid"][20:].all()  # far plane = sky
     assert (sample["depth"][:20] == 0).all()
     assert_sample_K(sample, make_intrinsics(60.0, 61.0, 55.5, 34.5), 112, 70)
 
@@ -221,12 +223,12 @@ def test_kitti_depth_calibration_and_eigen_split(tmp_path):
     assert "Eigen test frame without annotated depth" in {reason for _, reason in result["skipped"]}
 
     val = build_dataset("kitti", "val", (70, 70), root=str(root))
-    assert val.eval_defaults == {"eval_crop": "garg", "eval_min_depth": 1e-3, "eval_max_depth": 80.0}
+    assert val.eval_protocol == EvalProtocol("garg", 1e-3, 80.0)
     sample = val[0]
-    assert sample["depth"][50, 10].item() == 12.5 and sample["valid_mask"][50, 10]
-    assert sample["depth"][50, 11] == 0 and not sample["valid_mask"][50, 11] and not sample["valid_mask"][:40].any()
+    assert sample["depth"][50, 10].item() == 12.5 and sample["depth_valid"][50, 10]
+    assert sample["depth"][50, 11] == 0 and not sample["depth_valid"][50, 11] and not sample["depth_valid"][:40].any()
     assert_sample_K(sample, make_intrinsics(100.0, 101.0, 60.5, 35.25), 140, 70)
-    assert find_split_list("kitti", "test", root) == root / "splits/test.txt"
+    assert resolve_split("kitti", "test", root) == root / "splits/test.txt"
 
     (tmp_path / "calib.txt").write_text(f"P_rect_02: {P_RECT_02}\n")
     with pytest.raises(DataError, match=r"calib.txt: no 'P_rect_03:' line"):
@@ -261,10 +263,10 @@ def test_nyu_millimetres_fixed_camera_and_prepare_cli(tmp_path, capsys):
     assert (root / "splits/val.txt").read_text() == (root / "splits/test.txt").read_text()
 
     val = build_dataset("nyu", "val", (70, 70), root=str(root))
-    assert val.eval_defaults == {"eval_crop": "eigen_nyu", "eval_min_depth": 1e-3, "eval_max_depth": 10.0}
+    assert val.eval_protocol == EvalProtocol("eigen_nyu", 1e-3, 10.0)
     sample = val[0]
-    assert sample["depth"][50, 60].item() == pytest.approx(2.5) and sample["valid_mask"][:, 8:].all()
-    assert not sample["valid_mask"][:, :8].any()
+    assert sample["depth"][50, 60].item() == pytest.approx(2.5) and sample["depth_valid"][:, 8:].all()
+    assert not sample["depth_valid"][:, :8].any()
     nyu_K = make_intrinsics(518.8579, 519.4696, 325.5824, 253.7362)
     assert_sample_K(sample, scale_intrinsics(nyu_K, 0.2, 0.2), 128, 96)
     np.testing.assert_allclose(nyu.read_nyu_depth(root / "sync/kitchen_0001/sync_depth_00000.png")[0, 8], 2.5)
@@ -282,8 +284,8 @@ def test_nyu_millimetres_fixed_camera_and_prepare_cli(tmp_path, capsys):
 def test_builders_need_a_root_and_lists_and_keep_the_protocol_range(tmp_path, caplog):
     with pytest.raises(DataError, match="--data-root DIR is required"):
         build_dataset("nyu", "val", (70, 70))
-    with pytest.raises(DataError, match=r"no 'val' list for kitti .*python -m dataset.prepare kitti"):
-        named_dataset("kitti", "val", (70, 70), "val", tmp_path, kitti.read_kitti_depth, 80.0, kitti.EVAL_DEFAULTS)
+    with pytest.raises(DataError, match=r"no 'val' split for dataset 'kitti' .*python -m dataset.prepare kitti"):
+        build_dataset("kitti", "val", (70, 70), "val", tmp_path)
     root = tmp_path / "nyu"
     make_nyu(root)
     prepare_dataset("nyu", root, root / "splits")
@@ -291,18 +293,18 @@ def test_builders_need_a_root_and_lists_and_keep_the_protocol_range(tmp_path, ca
     # keep every measured pixel so the protocol's range applies whatever --max-depth was.
     train_set = build_dataset("nyu", "train", (56, 56), root=str(root), max_depth=2.0)
     assert "below the usual 10 m" in caplog.text and train_set.max_depth == 2.0
-    assert build_dataset("nyu", "val", (70, 70), root=str(root), max_depth=2.0)[0]["valid_mask"][:, 8:].all()
+    assert build_dataset("nyu", "val", (70, 70), root=str(root), max_depth=2.0)[0]["depth_valid"][:, 8:].all()
 
 
 def test_eval_crops_of_the_protocols():
-    garg = eval_crop_mask(375, 1242, kitti.EVAL_DEFAULTS["eval_crop"])
+    garg = eval_crop_mask(375, 1242, kitti.EVAL_PROTOCOL.crop)
     rows, cols = garg.any(dim=1).nonzero()[:, 0], garg.any(dim=0).nonzero()[:, 0]
     assert (rows[0].item(), rows[-1].item() + 1, cols[0].item(), cols[-1].item() + 1) == (153, 371, 44, 1197)
     assert garg.sum().item() == (371 - 153) * (1197 - 44)
-    eigen = eval_crop_mask(480, 640, nyu.EVAL_DEFAULTS["eval_crop"])
+    eigen = eval_crop_mask(480, 640, nyu.EVAL_PROTOCOL.crop)
     rows, cols = eigen.any(dim=1).nonzero()[:, 0], eigen.any(dim=0).nonzero()[:, 0]
     assert (rows[0].item(), rows[-1].item() + 1, cols[0].item(), cols[-1].item() + 1) == (45, 471, 41, 601)
-    assert eval_crop_mask(96, 128, hypersim.EVAL_DEFAULTS["eval_crop"]).all()
+    assert eval_crop_mask(96, 128, hypersim.EVAL_PROTOCOL.crop).all()
 
 
 def test_prepare_runs_as_a_module_without_warnings(tmp_path):

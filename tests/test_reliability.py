@@ -4,7 +4,6 @@ raises, untrusted and truncated checkpoints, an unwritable save path."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,15 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import PAUSED_SAVE_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, train_args, wait_for
 
 import train
 from dataset.synthetic import write_synthetic_dataset
 from depth_anything_v2 import DepthAnythingV2
-from util.checkpoint import read_checkpoint
+from depth_anything_v2.loading import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-# Subprocesses use the thread count of the in-process runs (conftest), so their arithmetic is bitwise equal.
-ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+ENV = SUBPROCESS_ENV
 
 
 @pytest.fixture(scope="module")
@@ -34,30 +32,13 @@ def data(tmp_path_factory):
 
 
 def args_for(data: Path, save_path: Path, *extra: str) -> list[str]:
-    return [
-        "--encoder", "vits", "--dataset", str(data / "scenes"), "--img-size", "70", "--max-depth", "10",
-        "--bs", "2", "--lr", "1e-4", "--workers", "0", "--device", "cpu", "--epochs", "2", "--zoom-factor", "1",
-        "--use-camera-intrinsics", "--pretrained-from", str(data / "init.pth"), "--save-path", str(save_path), *extra,
-    ]  # fmt: skip
+    return train_args(data, save_path, "--lr", "1e-4", "--epochs", "2", "--zoom-factor", "1",
+                      "--use-camera-intrinsics", *extra)  # fmt: skip
 
 
-def run_train(argv: list[str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *argv], env={**ENV, **kwargs.pop("env", {})},
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kwargs)  # fmt: skip
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        if time.time() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
-
-
-def assert_same_weights(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+def run_train(argv: list[str], command: tuple[str, ...] = (str(ROOT / "train.py"),)) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *command, *argv], env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +53,7 @@ def test_sigkill_anywhere_then_resume_gives_the_same_weights(data, tmp_path, str
     save_path = tmp_path / "killed"
     argv = args_for(data, save_path, "--max-steps", "6", "--save-every", "1")
     # Killed inside the checkpoint write of iteration 2 (paused between writing the temporary file and renaming).
-    process = run_train(argv, env={"DA2_TEST_PAUSE_IN_SAVE_AT": "2", "DA2_TEST_PAUSE_IN_SAVE": "60"})
+    process = run_train(argv, command=("-c", PAUSED_SAVE_TRAIN, "2", "60"))
     wait_for(lambda: any(save_path.glob(".latest.pth.tmp*")) and (save_path / "latest.pth").exists())
     wait_for(
         lambda: read_checkpoint(save_path / "latest.pth")["iteration"] == 1 and any(save_path.glob(".latest.pth.tmp*"))
@@ -92,7 +73,7 @@ def test_sigkill_anywhere_then_resume_gives_the_same_weights(data, tmp_path, str
     assert result.returncode == 0, result.stderr[-2000:]
     final = read_checkpoint(save_path / "latest.pth")
     assert final["iteration"] == 6 and not list(save_path.glob(".latest.pth.tmp*"))
-    assert_same_weights(final["model"], straight["model"])
+    assert_same_state(final["model"], straight["model"])
 
 
 def test_exact_resume_in_process(data, tmp_path, straight):
@@ -101,7 +82,7 @@ def test_exact_resume_in_process(data, tmp_path, straight):
     train.main(parser.parse_args(args_for(data, save_path, "--max-steps", "3")))
     train.main(parser.parse_args(args_for(data, save_path, "--max-steps", "6", "--resume")))
     resumed = read_checkpoint(save_path / "latest.pth")
-    assert_same_weights(resumed["model"], straight["model"])
+    assert_same_state(resumed["model"], straight["model"])
     for key in ("exp_avg", "exp_avg_sq"):
         for i, s in straight["optimizer"]["state"].items():
             torch.testing.assert_close(resumed["optimizer"]["state"][i][key], s[key], rtol=0, atol=0)

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from depth_anything_v2 import DepthAnythingV2
+from depth_anything_v2.geometry import make_intrinsics, unproject
 from run import get_args_parser, intrinsics_source, list_images, main, process_image
 from util.checkpoint import save_checkpoint
 from util.dist import resolve_device
-from util.geometry import make_intrinsics, read_ply, unproject
+from util.ply import read_ply
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = "70"

@@ -10,7 +10,7 @@ import numpy as np
 
 from dataset import GenericDatasetWithIntrinsics
 from dataset.synthetic import TEXTURE_PERIOD_M, Scene, main, random_intrinsics, rotation, write_synthetic_dataset
-from util.geometry import make_intrinsics
+from depth_anything_v2.geometry import make_intrinsics
 
 
 def hfov_degrees(K: np.ndarray, width: int) -> float:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, read_jsonl, train_args
 
 import train
 from dataset.synthetic import write_synthetic_dataset
 from depth_anything_v2 import DepthAnythingV2
-from util.checkpoint import read_checkpoint
-
-ROOT = Path(__file__).resolve().parents[1]
+from depth_anything_v2.loading import read_checkpoint
+from util.optim import build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +31,7 @@ def data(tmp_path_factory):
 
 
 def base_args(data: Path, save_path: Path, *extra: str) -> list[str]:
-    return [
-        "--encoder", "vits", "--dataset", str(data / "scenes"), "--img-size", "70", "--max-depth", "10",
-        "--bs", "2", "--lr", "1e-5", "--workers", "0", "--device", "cpu", "--log-interval", "1",
-        "--pretrained-from", str(data / "teacher.pth"), "--save-path", str(save_path), *extra,
-    ]  # fmt: skip
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return train_args(data, save_path, "--lr", "1e-5", "--log-interval", "1", *extra, pretrained="teacher.pth")
 
 
 def tensorboard_tags(save_path: Path) -> set[str]:
@@ -143,7 +135,7 @@ def test_teacher_precision(monkeypatch):
 
 
 def test_poly_schedule_first_and_last_values():
-    from util.engine import get_lr
+    from util.optim import get_lr
 
     assert get_lr(0, 100, 1e-3) == 1e-3
     assert get_lr(99, 100, 1e-3) == pytest.approx(1e-3 * 0.01**0.9)
@@ -154,12 +146,12 @@ def test_optimizer_groups_and_lr_multiplier():
     model = DepthAnythingV2("vits", max_depth=10.0, use_camera_intrinsics=True)
     model.pretrained.requires_grad_(False)
     args = train.get_args_parser().parse_args(["--dataset", "x", "--save-path", "y", "--lr", "1e-5"])
-    groups = {g["name"]: g for g in train.build_optimizer(model, args).param_groups}
+    groups = {g["name"]: g for g in build_optimizer(model, args).param_groups}
     assert set(groups) == {"head", "head_no_decay"}
     assert all(g["lr_scale"] == 10.0 for g in groups.values()) and groups["head_no_decay"]["weight_decay"] == 0.0
     model.pretrained.requires_grad_(True)
     model.pretrained.mask_token.requires_grad_(False)
-    groups = {g["name"]: g for g in train.build_optimizer(model, args).param_groups}
+    groups = {g["name"]: g for g in build_optimizer(model, args).param_groups}
     assert groups["backbone"]["lr_scale"] == 1.0
     no_decay = {id(p) for p in groups["backbone_no_decay"]["params"]}
     assert id(model.pretrained.cls_token) in no_decay and id(model.pretrained.blocks[0].norm1.weight) in no_decay
@@ -169,17 +161,21 @@ def test_cached_teacher_targets_equal_fresh_ones(data, tmp_path):
     """With an identity augmentation (crop = image size, no zoom, no flip), the cached and warped teacher map is
     the teacher's prediction on the training input itself."""
     from dataset import GenericDatasetWithIntrinsics
-    from depth_anything_v2.distill import FrozenTeacher, cache_teacher_predictions
+    from util.distill import FrozenTeacher, cache_teacher_predictions
 
     teacher = FrozenTeacher(str(data / "teacher.pth"), torch.device("cpu"), max_depth=10.0)
     for head in (teacher.model.depth_head.scratch.output_conv2[0], teacher.model.depth_head.scratch.output_conv2[2]):
         head.weight.data *= 20  # make the depth vary across the image, not sit on its bias
     dataset = GenericDatasetWithIntrinsics(
-        data / "scenes" / "splits" / "train.txt", size=(84, 112), zoom_range=None, hflip=False, photometric=False
+        data / "scenes" / "splits" / "train.txt",
+        size=(84, 112),
+        zoom_range=None,
+        hflip=False,
+        photometric=False,
+        teacher_cache=tmp_path / "cache",
     )
     assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == len(dataset)
     assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == 0  # kept, not redone
-    dataset.teacher_cache = tmp_path / "cache"
     for index in range(2):
         sample = dataset[(index, 0)]
         fresh = teacher(sample["image"][None])[0]

@@ -11,7 +11,7 @@ from dataset import GenericDatasetWithIntrinsics
 from dataset.synthetic import Scene, random_intrinsics
 from dataset.transform import jitter_normalize, normalize_image, sample_train_affine, train_view, val_view, warp_view
 from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
-from util.geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics, unproject
+from depth_anything_v2.geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics, unproject
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -41,7 +41,7 @@ def test_augmented_depth_unprojects_onto_the_true_surfaces_with_the_right_colour
     for seed in range(20):
         sample = dataset[(0, seed)]
         K = sample["intrinsics"].double().numpy()
-        depth, valid = sample["depth"].numpy(), sample["valid_mask"].numpy()
+        depth, valid = sample["depth"].numpy(), sample["depth_valid"].numpy()
         assert valid.mean() > 0.2
         zooms.append(K[0, 0])
         world = unproject(depth, K)[valid] @ scene.R.T
@@ -98,7 +98,7 @@ def test_train_affine_maps_pixel_centres_like_k(zoom):
     """A 3-D point projects with the returned K exactly where the affine moved its source pixel."""
     K = np.array([[120.0, 0, 61.3], [0, 118.0, 44.7], [0, 0, 1]])
     affine = sample_train_affine(90, 120, (70, 98), zoom, np.random.default_rng(7))
-    from util.geometry import affine_intrinsics
+    from depth_anything_v2.geometry import affine_intrinsics
 
     K_out = affine_intrinsics(K, affine.ax, affine.bx, affine.ay, affine.by)
     points = np.random.default_rng(0).uniform([-2, -1, 2], [2, 1, 8], (50, 3))

@@ -100,36 +100,3 @@ class MetricAccumulator:
         if count == 0:
             return {name: math.nan for name in METRIC_NAMES}
         return {name: float(self.sums[name]) / count for name in METRIC_NAMES}
-
-
-# (top, bottom, left, right) fractions of the image height / width. 'garg' (Garg et al.) and 'eigen' (Eigen et
-# al.) are the KITTI crops; 'eigen_nyu' is the NYU-v2 Eigen crop, rows 45:471 and cols 41:601 of a 480x640
-# image, scaled to the image size.
-_CROPS = {
-    "garg": (0.40810811, 0.99189189, 0.03594771, 0.96405229),
-    "eigen": (0.3324324, 0.91351351, 0.0359477, 0.96405229),
-    "eigen_nyu": (45 / 480, 471 / 480, 41 / 640, 601 / 640),
-}
-EVAL_CROPS = ("none", *_CROPS)
-
-
-def eval_crop_mask(height: int, width: int, crop: str) -> Tensor:
-    """(H, W) bool mask of the standard evaluation crop.
-
-    Args:
-        height, width: ground-truth size in pixels.
-        crop: 'none' (whole image); 'garg' (KITTI, rows 0.408-0.992, cols 0.036-0.964 of the image);
-            'eigen' (KITTI, rows 0.332-0.914, cols 0.036-0.964); 'eigen_nyu' (NYU, rows 45:471, cols 41:601 for
-            480x640, scaled). Box edges are int(fraction * size), as in the official code.
-
-    Returns:
-        (H, W) bool tensor on the CPU.
-    """
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    if crop == "none":
-        return mask.fill_(True)
-    if crop not in _CROPS:
-        raise ValueError(f"unknown evaluation crop {crop!r}; choose one of {', '.join(EVAL_CROPS)}")
-    top, bottom, left, right = _CROPS[crop]
-    mask[int(top * height) : int(bottom * height), int(left * width) : int(right * width)] = True
-    return mask

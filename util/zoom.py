@@ -17,6 +17,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader
+
+from dataset.registry import build_dataset
+from depth_anything_v2.loading import build_model_from_checkpoint
+
+from .dist import resolve_device
 
 Predictor = Callable[[Tensor, Tensor], Tensor]
 
@@ -72,7 +78,9 @@ def zoom_view(image: Tensor, K: Tensor, z: float) -> tuple[Tensor, Tensor, tuple
 
 
 @torch.no_grad()
-def zoom_slope(predict: Predictor, image: Tensor, K: Tensor, valid: Tensor, z: float = 2.0) -> Tensor:
+def zoom_slope(
+    predict: Predictor, image: Tensor, K: Tensor, valid: Tensor, z: float = 2.0, depth_full: Tensor | None = None
+) -> Tensor:
     """Per-image zoom slope: median over valid pixels of (log D_zoom - log D_full) / log z.
 
     The zoomed prediction is mapped back onto the full view: every full-view pixel u inside the crop window
@@ -85,6 +93,7 @@ def zoom_slope(predict: Predictor, image: Tensor, K: Tensor, valid: Tensor, z: f
         K: (B, 3, 3) intrinsics in pixels of `image`, OpenCV convention.
         valid: (B, H, W) bool, full-view pixels to compare (e.g. not padding).
         z: zoom factor > 1.
+        depth_full: (B, H, W) `predict(image, K)` when the caller has it already (it is not run again).
 
     Returns:
         (B,) float32 slopes (0: camera-aware, -1: depth from apparent size); NaN for an image without any
@@ -93,7 +102,7 @@ def zoom_slope(predict: Predictor, image: Tensor, K: Tensor, valid: Tensor, z: f
     if z <= 1:
         raise ValueError(f"zoom_slope: zoom factor must be > 1, got {z}")
     B, _, H, W = image.shape
-    depth_full = predict(image, K).float()
+    depth_full = (predict(image, K) if depth_full is None else depth_full).float()
     image_z, K_z, _ = zoom_view(image, K, z)
     depth_zoom = predict(image_z, K_z).float()
     u_zoom = z * (torch.arange(W, dtype=torch.float64) - (W - 1) / 2) + (W - 1) / 2
@@ -128,12 +137,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 @torch.no_grad()
 def main(args: argparse.Namespace) -> float:
     """Print and return the mean zoom_slope over the split's images that have intrinsics."""
-    from torch.utils.data import DataLoader
-
-    from dataset import build_dataset
-    from util.checkpoint import build_model_from_checkpoint
-    from util.dist import resolve_device
-
     device = resolve_device(args.device)
     model = build_model_from_checkpoint(args.load_from, device=device, encoder=args.encoder, max_depth=args.max_depth)
     dataset = build_dataset(args.dataset, args.split, (args.input_size, args.input_size), mode="val")
@@ -146,7 +149,7 @@ def main(args: argparse.Namespace) -> float:
         if not bool(batch["has_intrinsics"].all()):
             continue
         image, K = batch["image"].to(device), batch["intrinsics"].to(device)
-        valid = batch.get("image_valid", torch.ones_like(batch["image"][:, 0], dtype=torch.bool)).to(device)
+        valid = batch["image_valid"].to(device)
         slope = zoom_slope(predict, image, K, valid, args.z).item()
         if math.isfinite(slope):
             slopes.append(slope)

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from util.geometry import make_intrinsics
+from depth_anything_v2.geometry import make_intrinsics
 
-from .base import GenericDatasetWithIntrinsics
-from .io import DataError, read_depth
+from ..io import DataError, read_depth
+from ..protocol import EvalProtocol, NamedDataset
 
 NAME = "kitti"
 MAX_DEPTH = 80.0
-EVAL_DEFAULTS = {"eval_crop": "garg", "eval_min_depth": 1e-3, "eval_max_depth": 80.0}
+EVAL_PROTOCOL = EvalProtocol(crop="garg", min_depth=1e-3, max_depth=80.0)
 CAMERA = "image_02"
 
 
@@ -139,11 +139,4 @@ def _rel(path: Path, root: Path) -> str:
     return str(path.resolve()) if relative.split(os.sep)[0] == ".." else relative
 
 
-def build(
-    split: str, size: tuple[int, int], mode: str, root: str | None = None, **kwargs
-) -> GenericDatasetWithIntrinsics:
-    """KITTI `split` from the lists `python -m dataset.prepare kitti` wrote (see `prepare.named_dataset`)."""
-    # Imported here because dataset.prepare is also the CLI (python -m), which package import must not load.
-    from .prepare import named_dataset
-
-    return named_dataset(NAME, split, size, mode, root, read_kitti_depth, MAX_DEPTH, EVAL_DEFAULTS, **kwargs)
+DATASET = NamedDataset(NAME, read_kitti_depth, MAX_DEPTH, EVAL_PROTOCOL, scan)

@@ -16,14 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from util.geometry import make_intrinsics
+from depth_anything_v2.geometry import make_intrinsics
 
-from .base import GenericDatasetWithIntrinsics
-from .io import DataError
+from ..io import DataError
+from ..protocol import EvalProtocol, NamedDataset
 
 NAME = "vkitti2"
 MAX_DEPTH = 80.0
-EVAL_DEFAULTS = {"eval_crop": "none", "eval_min_depth": 1e-3, "eval_max_depth": 80.0}
+EVAL_PROTOCOL = EvalProtocol(crop="none", min_depth=1e-3, max_depth=80.0)
 FAR_PLANE_CM = 65535
 # Every camera of every scene in the release; used when a scene's intrinsic.txt is missing.
 PUBLISHED_K = make_intrinsics(725.0087, 725.0087, 620.5, 187.0)
@@ -125,12 +125,4 @@ def _camera_intrinsics(view: tuple[str, str, str], tables: dict, intrinsics: dic
     return files
 
 
-def build(
-    split: str, size: tuple[int, int], mode: str, root: str | None = None, **kwargs
-) -> GenericDatasetWithIntrinsics:
-    """Virtual KITTI 2 `split` from the lists `python -m dataset.prepare vkitti2` wrote (see
-    `prepare.named_dataset`)."""
-    # Imported here because dataset.prepare is also the CLI (python -m), which package import must not load.
-    from .prepare import named_dataset
-
-    return named_dataset(NAME, split, size, mode, root, read_vkitti2_depth, MAX_DEPTH, EVAL_DEFAULTS, **kwargs)
+DATASET = NamedDataset(NAME, read_vkitti2_depth, MAX_DEPTH, EVAL_PROTOCOL, scan)

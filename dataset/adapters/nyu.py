@@ -11,22 +11,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from util.geometry import make_intrinsics, scale_intrinsics
+from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
-from .base import GenericDatasetWithIntrinsics
-from .io import DataError, read_depth
+from ..io import DataError, read_depth
+from ..protocol import EvalProtocol, NamedDataset
+from .folders import folder_intrinsics
 
 NAME = "nyu"
 MAX_DEPTH = 10.0
-EVAL_DEFAULTS = {"eval_crop": "eigen_nyu", "eval_min_depth": 1e-3, "eval_max_depth": 10.0}
+EVAL_PROTOCOL = EvalProtocol(crop="eigen_nyu", min_depth=1e-3, max_depth=10.0)
 # The Kinect colour camera of the NYU toolbox (camera_params.m) at 640 x 480, used by every NYU evaluation;
 # taken as OpenCV pixel-centre coordinates.
 NATIVE_SIZE = (640, 480)
 NATIVE_K = make_intrinsics(518.8579, 519.4696, 325.5824, 253.7362)
 FOLDERS = {"train": Path("sync"), "test": Path("official_splits/test")}
+
+
+def intrinsics_for_size(width: int, height: int) -> np.ndarray:
+    """(3, 3) K of the NYU camera for an image of width x height pixels (the 640 x 480 camera resized)."""
+    return scale_intrinsics(NATIVE_K, width / NATIVE_SIZE[0], height / NATIVE_SIZE[1])
 
 
 def read_nyu_depth(path: str | Path) -> np.ndarray:
@@ -48,15 +53,9 @@ def scan(root: Path) -> dict:
     for split, folder in FOLDERS.items():
         for scene in sorted(p for p in (root / folder).glob("*") if p.is_dir()):
             images = sorted(scene.glob("rgb_*.jpg"))
-            if not images:
+            k_name = folder_intrinsics(images, root, "nyu", intrinsics_for_size, intrinsics, skipped)
+            if k_name is None:
                 continue
-            first = cv2.imread(str(images[0]), cv2.IMREAD_UNCHANGED)
-            if first is None:
-                skipped.extend((str(p.relative_to(root)), "scene folder's first image unreadable") for p in images)
-                continue
-            H, W = first.shape[:2]
-            k_name = f"nyu_{W}x{H}.txt"
-            intrinsics[k_name] = scale_intrinsics(NATIVE_K, W / NATIVE_SIZE[0], H / NATIVE_SIZE[1])
             for image in images:
                 depth = scene / f"sync_depth_{image.stem[len('rgb_') :]}.png"
                 if not depth.is_file():
@@ -72,11 +71,4 @@ def scan(root: Path) -> dict:
     return {"splits": splits, "intrinsics": intrinsics, "skipped": skipped}
 
 
-def build(
-    split: str, size: tuple[int, int], mode: str, root: str | None = None, **kwargs
-) -> GenericDatasetWithIntrinsics:
-    """NYU Depth v2 `split` from the lists `python -m dataset.prepare nyu` wrote (see `prepare.named_dataset`)."""
-    # Imported here because dataset.prepare is also the CLI (python -m), which package import must not load.
-    from .prepare import named_dataset
-
-    return named_dataset(NAME, split, size, mode, root, read_nyu_depth, MAX_DEPTH, EVAL_DEFAULTS, **kwargs)
+DATASET = NamedDataset(NAME, read_nyu_depth, MAX_DEPTH, EVAL_PROTOCOL, scan)

@@ -7,14 +7,22 @@ A = [[ax, 0, bx], [0, ay, by], [0, 0, 1]]; the helpers below are its special cas
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
 def make_intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     """(3, 3) float64 K from focal lengths and principal point in pixels."""
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def canonical_intrinsics(height: int, width: int) -> np.ndarray:
+    """(3, 3) float64 stand-in K for an image without one: focal max(H, W) px, principal point at the centre.
+
+    The one "no camera" K of the repo: datasets fill it in for uncalibrated samples and the model uses it where
+    `has_intrinsics` is False (where the camera encoder replaces it by its learned null camera).
+    """
+    f = float(max(height, width))
+    return make_intrinsics(f, f, (width - 1) / 2, (height - 1) / 2)
 
 
 def affine_intrinsics(K: np.ndarray, ax: float, bx: float, ay: float, by: float) -> np.ndarray:
@@ -65,38 +73,3 @@ def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     y = (v - K[1, 2]) / K[1, 1]
     z = depth.astype(np.float64)
     return np.stack([x * z, y * z, z], axis=-1)
-
-
-_PLY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-
-
-def write_ply(path: str | Path, points: np.ndarray, colors: np.ndarray) -> None:
-    """Binary little-endian PLY of (N, 3) points (metres) with (N, 3) uint8 RGB colours."""
-    vertices = np.empty(len(points), dtype=_PLY_DTYPE)
-    for i, name in enumerate("xyz"):
-        vertices[name] = points[:, i]
-    for i, name in enumerate(("red", "green", "blue")):
-        vertices[name] = colors[:, i]
-    header = (
-        "ply\nformat binary_little_endian 1.0\n"
-        f"element vertex {len(points)}\n"
-        "property float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-    )
-    with open(path, "wb") as f:
-        f.write(header.encode("ascii"))
-        f.write(vertices.tobytes())
-
-
-def read_ply(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read what `write_ply` wrote: ((N, 3) float32 points, (N, 3) uint8 colours)."""
-    data = Path(path).read_bytes()
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii").splitlines()
-    if header[1] != "format binary_little_endian 1.0":
-        raise ValueError(f"{path}: only binary little-endian PLY is supported")
-    count = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
-    vertices = np.frombuffer(data[end:], dtype=_PLY_DTYPE, count=count)
-    points = np.stack([vertices[n] for n in "xyz"], axis=-1)
-    colors = np.stack([vertices[n] for n in ("red", "green", "blue")], axis=-1)
-    return points, colors

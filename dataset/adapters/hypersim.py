@@ -14,18 +14,18 @@ import csv
 import zlib
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 
-from util.geometry import make_intrinsics, scale_intrinsics
+from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
-from .base import GenericDatasetWithIntrinsics
-from .io import DataError
+from ..io import DataError
+from ..protocol import EvalProtocol, NamedDataset
+from .folders import folder_intrinsics
 
 NAME = "hypersim"
 MAX_DEPTH = 20.0
-EVAL_DEFAULTS = {"eval_crop": "none", "eval_min_depth": 1e-3, "eval_max_depth": 20.0}
+EVAL_PROTOCOL = EvalProtocol(crop="none", min_depth=1e-3, max_depth=20.0)
 # The published Hypersim camera at 1024 x 768 (60 degree horizontal FOV), principal point at the image centre
 # in OpenCV pixel-centre coordinates. A few scenes were rendered with non-standard cameras (the dataset's
 # metadata_camera_parameters.csv); like upstream Depth Anything V2 we use the standard one everywhere.
@@ -113,14 +113,9 @@ def scan(root: Path, val_fraction: float = 0.05, split_csv: Path | None = None) 
         scene = camera_dir.parts[-3]
         camera = camera_dir.name[len("scene_") : -len("_final_preview")]
         frames = sorted(camera_dir.glob("frame.*.tonemap.jpg"))
-        if not frames:
+        k_name = folder_intrinsics(frames, root, "hypersim", intrinsics_for_size, intrinsics, skipped)
+        if k_name is None:
             continue
-        first = cv2.imread(str(frames[0]), cv2.IMREAD_UNCHANGED)
-        if first is None:
-            skipped.extend((str(p.relative_to(root)), "camera folder's first image unreadable") for p in frames)
-            continue
-        k_name = f"hypersim_{first.shape[1]}x{first.shape[0]}.txt"
-        intrinsics[k_name] = intrinsics_for_size(first.shape[1], first.shape[0])
         geometry = camera_dir.parent / f"scene_{camera}_geometry_hdf5"
         for image in frames:
             frame = image.name.split(".")[1]
@@ -141,11 +136,4 @@ def scan(root: Path, val_fraction: float = 0.05, split_csv: Path | None = None) 
     return {"splits": splits, "intrinsics": intrinsics, "skipped": skipped}
 
 
-def build(
-    split: str, size: tuple[int, int], mode: str, root: str | None = None, **kwargs
-) -> GenericDatasetWithIntrinsics:
-    """Hypersim `split` from the lists `python -m dataset.prepare hypersim` wrote (see `prepare.named_dataset`)."""
-    # Imported here because dataset.prepare is also the CLI (python -m), which package import must not load.
-    from .prepare import named_dataset
-
-    return named_dataset(NAME, split, size, mode, root, read_hypersim_depth, MAX_DEPTH, EVAL_DEFAULTS, **kwargs)
+DATASET = NamedDataset(NAME, read_hypersim_depth, MAX_DEPTH, EVAL_PROTOCOL, scan)

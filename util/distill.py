@@ -3,7 +3,7 @@
 The teacher is a camera-less Depth Anything V2 built from `--teacher-checkpoint`: eval mode, no gradients,
 run under inference mode (optionally in bf16), never wrapped in DDP, on the student's device. The student
 learns metric scale from ground truth and structure from the teacher through a scale-invariant loss, so the
-teacher's focal-length-dependent scale error is not transferred (CAMERA.md b6).
+teacher's focal-length-dependent scale error is not transferred (docs/CAMERA.md, "Distillation").
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from util.checkpoint import build_model_from_checkpoint
-from util.loss import distillation_loss, silog_loss
+from depth_anything_v2.loading import build_model_from_checkpoint
+
+from .loss import distillation_loss, silog_loss
 
 
 class FrozenTeacher(nn.Module):
@@ -109,7 +110,7 @@ def student_loss(
 
     Args:
         pred: (B, H, W) student depth in metres.
-        batch: the dataset batch (`depth`, `valid_mask`, optional `image_valid` for padding).
+        batch: the dataset batch (`depth`, `depth_valid`, `image_valid`).
         min_depth, max_depth: ground-truth pixels outside [min_depth, max_depth] m are ignored.
         teacher_depth: (B, H, W) teacher depth, or None without distillation.
         distill_weight: weight of the scale-invariant distillation term.
@@ -118,13 +119,12 @@ def student_loss(
         (loss, {'loss_gt': ..., 'loss_distill': ...}), the terms detached.
     """
     gt = batch["depth"]
-    valid = batch["valid_mask"] & (gt >= min_depth) & (gt <= max_depth)
+    valid = batch["depth_valid"] & (gt >= min_depth) & (gt <= max_depth)
     loss_gt = silog_loss(pred, gt, valid)
     terms = {"loss_gt": loss_gt.detach()}
     loss = loss_gt
     if teacher_depth is not None:
-        image_valid = batch.get("image_valid", torch.ones_like(valid))
-        loss_distill = distillation_loss(pred, teacher_depth, image_valid)
+        loss_distill = distillation_loss(pred, teacher_depth, batch["image_valid"])
         terms["loss_distill"] = loss_distill.detach()
         loss = loss + distill_weight * loss_distill
     return loss, terms

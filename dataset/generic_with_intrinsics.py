@@ -13,7 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from depth_anything_v2.configs import PATCH_SIZE
+from depth_anything_v2.geometry import canonical_intrinsics
+
 from .io import DataError, check_image_header, clean_depth, read_depth, read_image, read_intrinsics
+from .protocol import EvalProtocol
 from .transform import train_view, val_view
 
 logger = logging.getLogger(__name__)
@@ -102,12 +106,16 @@ class GenericDatasetWithIntrinsics(Dataset):
         depth_reader: `(path) -> (H, W) depth in metres` replacing the generic reader (named datasets); its NaN,
             inf, 0 and negative values become invalid, and the OSError / ValueError / KeyError it raises are
             reported as DataErrors naming the list line.
-        teacher_cache: folder of cached teacher predictions (`<index>.npy`, see depth_anything_v2.distill).
+        teacher_cache: folder of cached teacher predictions (`<index>.npy`, see util.distill); every training
+            sample then carries its warped `teacher_depth`.
         root: extra folder that relative list paths are resolved against first (named datasets' --data-root).
+        eval_protocol: how this dataset is evaluated (named datasets declare theirs); None: the training range,
+            no crop.
 
     Samples are dicts: image (3, H, W) float32 ImageNet-normalized; depth (H, W) float32 metres (0 invalid);
-    valid_mask (H, W) bool; image_valid (H, W) bool (False on zoom padding); intrinsics (3, 3) float32 in
-    pixels of the returned image (a canonical K when absent); has_intrinsics bool; image_path str; index int.
+    depth_valid (H, W) bool (ground truth inside [min_depth, max_depth]); image_valid (H, W) bool (False on zoom
+    padding); intrinsics (3, 3) float32 in pixels of the returned image (`canonical_intrinsics` when absent);
+    has_intrinsics bool; image_path str; index int; teacher_depth (H, W) float32 with a teacher cache.
     Indexing with (index, seed) makes the augmentation a function of the seed (exact resume). Building a dataset
     sets OpenCV to one thread in this process (see `seed_worker`).
     """
@@ -128,11 +136,12 @@ class GenericDatasetWithIntrinsics(Dataset):
         depth_reader: Callable[[Path], np.ndarray] | None = None,
         teacher_cache: str | Path | None = None,
         root: str | Path | None = None,
+        eval_protocol: EvalProtocol | None = None,
     ) -> None:
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
-        if size[0] % 14 or size[1] % 14:
-            raise ValueError(f"size {size} must be multiples of 14")
+        if size[0] % PATCH_SIZE or size[1] % PATCH_SIZE:
+            raise ValueError(f"size {size} must be multiples of {PATCH_SIZE}")
         self.filelist_path = Path(filelist_path)
         self.entries = parse_filelist(self.filelist_path, root)
         self.mode, self.size = mode, tuple(size)
@@ -142,6 +151,7 @@ class GenericDatasetWithIntrinsics(Dataset):
         self.skip_bad_samples = skip_bad_samples
         self.depth_reader = depth_reader
         self.teacher_cache = None if teacher_cache is None else Path(teacher_cache)
+        self.eval_protocol = eval_protocol
         self.bad_samples: list[str] = []
         # DataLoader workers are forked from this process. A child that changes OpenCV's thread count while its
         # parent had live pool threads can deadlock (the pool's condition variables are copied mid-use), so the
@@ -187,20 +197,19 @@ class GenericDatasetWithIntrinsics(Dataset):
 
     def _sample(self, index: int, seed: int | None) -> dict:
         image, depth, K = self.load(index)
-        has_K = K is not None
-        H, W = image.shape[:2]
+        has_intrinsics = K is not None
         if K is None:
-            K = np.array([[max(H, W), 0, (W - 1) / 2], [0, max(H, W), (H - 1) / 2], [0, 0, 1]], dtype=np.float64)
+            K = canonical_intrinsics(*image.shape[:2])
         if self.mode == "val":
             net, K = val_view(image, K, self.size[0])
             image_valid = np.ones(net.shape[1:], dtype=bool)
             teacher = None
         else:
             rng = np.random.default_rng(seed if seed is not None else np.random.randint(2**31))
-            if has_K and rng.random() < self.camera_dropout:
-                has_K = False
+            if has_intrinsics and rng.random() < self.camera_dropout:
+                has_intrinsics = False
             zoom = 1.0
-            if has_K and self.zoom_range is not None:
+            if has_intrinsics and self.zoom_range is not None:
                 zoom = math.exp(rng.uniform(math.log(self.zoom_range[0]), math.log(self.zoom_range[1])))
             teacher = self._cached_teacher(index)
             flip = self.hflip and rng.random() < 0.5
@@ -212,14 +221,14 @@ class GenericDatasetWithIntrinsics(Dataset):
                 view["K"],
                 view["teacher"],
             )
-        valid = (depth >= self.min_depth) & (depth <= self.max_depth)
+        depth_valid = (depth >= self.min_depth) & (depth <= self.max_depth)
         sample = {
             "image": torch.from_numpy(net),
             "depth": torch.from_numpy(depth),
-            "valid_mask": torch.from_numpy(valid),
+            "depth_valid": torch.from_numpy(depth_valid),
             "image_valid": torch.from_numpy(image_valid),
             "intrinsics": torch.from_numpy(K.astype(np.float32)),
-            "has_intrinsics": has_K,
+            "has_intrinsics": has_intrinsics,
             "image_path": str(self.entries[index].image),
             "index": index,
         }
@@ -231,7 +240,9 @@ class GenericDatasetWithIntrinsics(Dataset):
         if self.teacher_cache is None:
             return None
         path = self.teacher_cache / f"{index}.npy"
-        return np.load(path) if path.exists() else None
+        if not path.is_file():
+            raise DataError(f"{self.entries[index].image}: no cached teacher prediction {path}")
+        return np.load(path)
 
 
 def seed_worker(worker_id: int) -> None:

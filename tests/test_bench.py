@@ -1,0 +1,151 @@
+"""The benchmark's measuring tools (benchmarks/perf_tools.py), its plan, report and process handling."""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from depth_anything_v2.dinov2_layers import Attention
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench  # noqa: E402
+import perf_tools  # noqa: E402
+import report  # noqa: E402
+
+
+def test_peak_rss_follows_allocations():
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc")
+    code = (
+        "from perf_tools import peak_rss_bytes; before = peak_rss_bytes(); block = b'x' * (256 << 20); "
+        "print(before, peak_rss_bytes())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True
+    ).stdout
+    before, after = map(int, out.split())
+    assert before > 0 and after - before >= 240 << 20
+
+
+def test_time_runs_calls_warmup_plus_repeats():
+    calls = []
+    times = perf_tools.time_runs(lambda: calls.append(1), warmup=2, repeats=3)
+    assert len(calls) == 5 and len(times) == 3 and all(t >= 0 for t in times)
+
+
+def test_count_flops_adds_the_attention_that_the_counter_misses():
+    layer = Attention(32, num_heads=4, qkv_bias=True).eval()
+    x = torch.randn(2, 10, 32)
+    linear = 2 * 2 * 10 * 32 * (3 * 32 + 32)
+    attn = 4 * 2 * 4 * 10 * 10 * 8
+    assert perf_tools.count_flops(lambda: layer(x)) == linear + attn
+    layer.impl = "explicit"  # plain matmuls, which the counter sees itself
+    assert perf_tools.count_flops(lambda: layer(x)) == linear + attn
+
+
+def test_count_flops_of_a_backward_counts_attention_like_explicit_matmuls():
+    layer = Attention(32, num_heads=4, qkv_bias=True)
+    x = torch.randn(2, 10, 32, requires_grad=True)
+    sdpa = perf_tools.count_flops(lambda: layer(x).sum().backward())
+    layer.impl = "explicit"
+    assert perf_tools.count_flops(lambda: layer(x).sum().backward()) == sdpa
+    assert sdpa == 3 * perf_tools.count_flops(lambda: layer(x))
+
+
+def test_matmul_gflops_is_positive():
+    assert perf_tools.matmul_gflops(torch.float32, n=64, warmup=1, repeats=2) > 0
+
+
+def _args(**kw) -> argparse.Namespace:
+    args = bench.get_args_parser().parse_args([])
+    return argparse.Namespace(**{**vars(args), **kw})
+
+
+def test_plan_covers_the_issue_rows():
+    cases = bench.plan(_args(quick=False, encoders=["vits", "vitl"]))
+    kinds = {c["kind"] for c in cases}
+    assert kinds == {"matmul", "forward", "train", "loader"}
+    forward = [c for c in cases if c["kind"] == "forward"]
+    assert {(c["encoder"], c["precision"]) for c in forward} >= {("vitl", "fp32"), ("vitl", "bf16")}
+    assert all(c["size"] == 518 for c in cases)
+    train = {(c["name"], c["precision"]) for c in cases if c["kind"] == "train"}
+    assert {("student", "bf16"), ("student+teacher(bf16)", "fp32"), ("unfrozen+ckpt", "bf16")} <= train
+    assert {("student+teacher(cached)", "bf16"), ("student, torch.compile", "bf16")} <= train
+    assert ("student+teacher(bf16, compiled)", "fp32") in train
+    no_compile = bench.plan(_args(quick=False, no_compile=True, encoders=["vits"]))
+    assert not any(c.get("compile") or c.get("compile_teacher") for c in no_compile)
+    assert any(c.get("compile") for c in forward) and any(c.get("head_nchw") for c in forward)
+    assert bench.run_settings(True)["size"] % 14 == 0
+
+
+def _fake_results() -> list[dict]:
+    fwd = {"kind": "forward", "encoder": "vits", "flops": 1e11, "peak_rss_gb": 1.0, "cpu_share": 1.0}
+    train = {"kind": "train", "inject": 0, "cpu_share": 0.5, "flops": 6e11, "gflops": 1.0}
+    return [
+        {"kind": "matmul", "dtype": "float32", "gflops": 200.0},
+        {"kind": "matmul", "dtype": "bfloat16", "gflops": 1000.0},
+        {**fwd, "precision": "fp32", "seconds": 0.5, "gflops": 180.0},
+        {**fwd, "precision": "bf16", "seconds": 0.2, "gflops": 500.0},
+        {**fwd, "precision": "fp32", "seconds": 0.8, "gflops": 125.0, "allocator": "default"},
+        {**fwd, "precision": "bf16", "seconds": 0.18, "gflops": 640.0, "compile": True, "compile_seconds": 40.0},
+        {**train, "name": "student", "precision": "fp32", "seconds": 3.0, "peak_rss_gb": 2.0, "gflops": 200.0},
+        {**train, "name": "student", "precision": "bf16", "seconds": 1.0, "peak_rss_gb": 1.5, "gflops": 600.0},
+        {**train, "name": "student+teacher(bf16)", "precision": "fp32", "seconds": 3.3, "peak_rss_gb": 2.2},
+        {**train, "name": "student+teacher(bf16)", "precision": "bf16", "seconds": 1.3, "peak_rss_gb": 1.6},
+        {**train, "name": "student+teacher(cached)", "precision": "bf16", "seconds": 1.02, "peak_rss_gb": 1.5},
+        {
+            **train,
+            "name": "student+teacher(bf16, compiled)",
+            "precision": "fp32",
+            "seconds": 3.2,
+            "peak_rss_gb": 2.2,
+            "compile_teacher": True,
+            "compile_seconds": 41.0,
+        },  # fmt: skip
+        {"kind": "loader", "size": 518, "workers": 2, "samples_per_s": 60.0, "samples_per_s_per_worker": 30.0},
+        {"kind": "matmul", "dtype": "float32", "gflops": 150.0},  # a busier moment: the best one counts
+    ]
+
+
+def test_summarize_and_markdown():
+    assert report.matmul_ceiling(_fake_results()) == {"float32": 200.0, "bfloat16": 1000.0}
+    checks = {c["target"]: c for c in report.summarize(_fake_results())}
+    assert checks["vits fp32 forward / matmul ceiling"]["value"] == pytest.approx(0.9)
+    assert checks["vits fp32 forward / matmul ceiling"]["met"]
+    assert not checks["vits bf16 forward / matmul ceiling"]["met"]  # 0.5 < 0.6
+    assert checks["vits bf16 forward, torch.compile / matmul ceiling"]["met"]  # 0.64
+    assert checks["distillation / student step time (bf16 teacher, fp32 student)"]["met"]  # 1.1
+    assert not checks["distillation / student step time (bf16 teacher, bf16 student)"]["met"]  # 1.3
+    assert checks["distillation / student step time (cached teacher, bf16 student)"]["met"]  # 1.02
+    assert checks["distillation / student step time (bf16, compiled teacher, fp32 student)"]["value"] == 3.2 / 3.0
+    assert checks["train step fp32 / bf16 time (student)"]["met"]  # 3.0
+    assert not checks["train step fp32 / bf16 time (student+teacher(bf16))"]["met"]  # 2.54
+    assert not checks["loader samples/s per worker (2 workers, 518 px)"]["met"]
+    meta = {
+        "command": "x",
+        "date": "d",
+        "cpu": "c",
+        "torch": "t",
+        "threads": 2,
+        "allocator": "a",
+        "load_average_before": (0.1, 0.2, 0.3),
+        **bench.run_settings(False),
+    }
+    table = report.markdown({"meta": meta, "results": _fake_results(), "targets": list(checks.values())})
+    assert "| vits | fp32 | glibc default allocator | 0.800 |" in table
+    assert "| student (inject 0) | bf16 | 1.000 | 1.00x | 3.00x | 600 | 600 | 0.60 | 1.50 |  | 0.50 |" in table
+    assert "| vits bf16 forward / matmul ceiling | 0.500 | >= 0.6 | NO |" in table
+    assert "| vits | bf16 | torch.compile, frozen weights (compiled in 40 s) | 0.180 |" in table
+    assert "| student+teacher(bf16, compiled) (inject 0, compiled in 41 s) | fp32 | 3.200 | 1.07x |" in table
+
+
+def test_main_runs_cases_in_fresh_processes_and_writes_reports(tmp_path, monkeypatch):
+    cases = [{"kind": "matmul", "dtype": dt, "n": 32, "threads": 1} for dt in ("float32", "bfloat16")]
+    monkeypatch.setattr(bench, "plan", lambda args: cases)
+    report = bench.main(_args(quick=True, out=str(tmp_path / "r.json")))
+    assert [r["gflops"] > 0 for r in report["results"]] == [True, True]
+    assert (tmp_path / "r.json").exists() and "Matmul ceiling" in (tmp_path / "r.md").read_text()

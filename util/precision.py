@@ -1,0 +1,80 @@
+"""Runtime settings shared by train.py and run.py: precision (autocast), the allocator, compiling for inference.
+
+    from util.precision import tune_allocator
+    tune_allocator()  # first thing in a script, before torch allocates its large buffers
+
+Why the allocator: glibc returns freed memory above its trim threshold to the kernel and serves blocks above its
+mmap threshold with fresh mappings, so a network that frees and reallocates the same activation buffers every
+layer pays page faults on each. Raising the thresholds keeps those pages in the process (the effect is measured
+in benchmarks/results.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16/fp16 autocast on `device`, or a no-op for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+# glibc mallopt parameters (malloc.h) and the values we set; the same as the environment variable below.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = {"trim_threshold": 2**31 - 1, "top_pad": 1 << 30, "mmap_threshold": 32 << 20}
+GLIBC_TUNABLES = ":".join(f"glibc.malloc.{name}={value}" for name, value in MALLOC_SETTINGS.items())
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process: glibc trim threshold 2 GiB, top pad 1 GiB, mmap threshold 32 MiB.
+
+    Call it before torch allocates much: blocks already mapped keep their old behaviour. Equivalent to starting
+    the process with `GLIBC_TUNABLES` set to this module's `GLIBC_TUNABLES`.
+
+    Returns:
+        True if all three settings were applied; False off glibc (macOS, Windows, musl), where it does nothing.
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    settings = [
+        (_M_TRIM_THRESHOLD, MALLOC_SETTINGS["trim_threshold"]),
+        (_M_TOP_PAD, MALLOC_SETTINGS["top_pad"]),
+        (_M_MMAP_THRESHOLD, MALLOC_SETTINGS["mmap_threshold"]),
+    ]
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run natively, so faster than fp32, on `device`: CUDA with bf16 support, or a CPU with
+    AVX512-BF16 or AMX. (Elsewhere bf16 is emulated and slower than fp32.)"""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in names)
+    return False
+
+
+def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """torch.compile `model` in place for inference, with inductor's freezing: its parameters become constants
+    of the compiled graph, so their bf16 casts under autocast are folded away and oneDNN gets pre-packed weights.
+
+    Freezing applies to calls with gradients off (inference mode or no_grad). Load the weights first: weights
+    folded into the graph keep the values they had at the first call. The first call compiles (tens of seconds
+    on a CPU), and a new input shape can compile again.
+
+    Returns:
+        `model` itself, whose forward now runs compiled.
+    """
+    model.compile(options={"freezing": True})
+    return model
