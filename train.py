@@ -77,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--img-size",
         type=int,
         default=518,
-        help="training crop side and evaluation short side, pixels (multiple of 14)",
+        help=f"training crop side and evaluation short side, pixels (multiple of {PATCH_SIZE})",
     )
     data.add_argument("--min-depth", type=float, default=0.001, help="ground truth below this (m) is ignored")
     data.add_argument("--depth-scale", type=float, default=1.0, help="metres per unit of 16-bit png depth")

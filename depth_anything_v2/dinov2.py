@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .configs import BACKBONE_CONFIGS
+from .configs import BACKBONE_CONFIGS, PATCH_SIZE
 from .dinov2_layers import Block, Mlp, PatchEmbed, SwiGLUFFNFused
 
 BlockHook = Callable[[int, Tensor], Tensor]
@@ -38,7 +38,7 @@ class DinoVisionTransformer(nn.Module):
     def __init__(
         self,
         img_size: int = 518,
-        patch_size: int = 14,
+        patch_size: int = PATCH_SIZE,
         in_chans: int = 3,
         embed_dim: int = 768,
         depth: int = 12,

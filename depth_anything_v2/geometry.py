@@ -65,6 +65,53 @@ def validate_intrinsics(K: object) -> str | None:
     return None
 
 
+def intrinsics_problem(K: object, width: int, height: int) -> str | None:
+    """None if K is a plausible pinhole K for a width x height image, else what is wrong and the likely cause.
+
+    On top of `validate_intrinsics`: no skew; a horizontal and vertical field of view between about 1 and 170
+    degrees (fx, fy between 0.04 and 50 times the image side): K in millimetres (fx = 3.9 for a 640 px image) or
+    normalised by the image size (fx = 0.9) falls below; a principal point inside the image (up to a quarter of its
+    size beyond an edge, for crops); fx / fy within 1/2..2.
+
+    Args:
+        K: (3, 3) intrinsics in pixels of the image.
+        width, height: the image's size in pixels.
+    """
+    problem = validate_intrinsics(K)
+    if problem:
+        return problem
+    K = np.asarray(K, dtype=np.float64)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    if K[0, 1] != 0 or K[1, 0] != 0:
+        return (
+            f"K has skew or shear terms ({K[0, 1]:g}, {K[1, 0]:g}); only K = [[fx,0,cx],[0,fy,cy],[0,0,1]] is supported"
+        )
+    if max(fx, fy) <= 2 and max(abs(cx), abs(cy)) <= 2:
+        return (
+            f"fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} look normalised by the image size; K must be in pixels "
+            f"(multiply fx and cx by the width {width}, fy and cy by the height {height})"
+        )
+    for name, f, side in (("fx", fx, width), ("fy", fy, height)):
+        if f < 0.04 * side:
+            return (
+                f"{name}={f:g} px is implausibly small for an image {side} px across (a field of view over 170 "
+                "degrees): is K in millimetres? Convert with f_px = f_mm * image width px / sensor width mm"
+            )
+        if f > 50 * side:
+            return (
+                f"{name}={f:g} px is implausibly large for an image {side} px across (a field of view under 1 degree)"
+            )
+    if not 0.5 <= fx / fy <= 2:
+        return f"fx={fx:g} and fy={fy:g} differ by more than 2x: swapped or of different images?"
+    for name, c, side in (("cx", cx, width), ("cy", cy, height)):
+        if not -0.25 * side <= c <= 1.25 * side:
+            return (
+                f"{name}={c:g} lies far outside the image ({side} px across): is K for an image of another size "
+                f"(about {2 * cx + 1:.0f} x {2 * cy + 1:.0f} px if the principal point is central)?"
+            )
+    return None
+
+
 def unproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(H, W) planar depth in metres and K -> (H, W, 3) camera points (X, Y, Z) in metres."""
     H, W = depth.shape

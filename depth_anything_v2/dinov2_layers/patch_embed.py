@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..configs import PATCH_SIZE
+
 
 class PatchEmbed(nn.Module):
     """(B, 3, H, W) image -> (B, H/p * W/p, C) tokens, row-major over patches."""
 
-    def __init__(self, img_size: int = 518, patch_size: int = 14, in_chans: int = 3, embed_dim: int = 768) -> None:
+    def __init__(
+        self, img_size: int = 518, patch_size: int = PATCH_SIZE, in_chans: int = 3, embed_dim: int = 768
+    ) -> None:
         super().__init__()
         self.img_size = (img_size, img_size)
         self.patch_size = (patch_size, patch_size)
