@@ -1,19 +1,25 @@
-"""Depth Anything V2 inference: images -> depth visualisations, raw depth (.npy) and coloured point clouds (.ply).
+"""Depth Anything V2 inference: images (and videos) -> depth pictures, raw depth (.npy, 16-bit PNG), point clouds.
 
-    # relative depth of one photo (official checkpoint; the encoder is read from the weights)
-    python run.py --load-from checkpoints/depth_anything_v2_vitl.pth --img-path photo.jpg --outdir out
+    # the official command: relative depth with checkpoints/depth_anything_v2_vitl.pth
+    python run.py --encoder vitl --img-path assets/examples --outdir depth_vis [--pred-only] [--grayscale]
 
     # metric depth (official indoor model), K of the original photo, raw metres and a point cloud
     python run.py --load-from checkpoints/depth_anything_v2_metric_hypersim_vitl.pth --max-depth 20 \\
         --img-path photo.jpg --outdir out --intrinsics 1000,1000,640,360 --save-numpy --save-ply
 
-    # our camera-aware checkpoint (encoder, max depth and camera settings come from the file),
-    # a list of images and one K per image (intrinsics/<image stem>.npy)
-    python run.py --load-from runs/student/latest.pth --img-path images.txt --outdir out --intrinsics intrinsics/
+    # our camera-aware checkpoint, one K per image (intrinsics/<image stem>.npy), 16-bit PNG depth
+    python run.py --load-from runs/student/latest.pth --img-path images.txt --outdir out --intrinsics intrinsics/ \\
+        --save-png16
+
+    # on OpenVINO (the checkpoint is exported to ONNX once per input size and cached), 4 images per batch
+    python run.py --load-from runs/student/latest.pth --img-path photos/ --outdir out --backend openvino \\
+        --batch-size 4
 
 Outputs per image in --outdir: <stem>.png (image | colourised depth, or the depth only with --pred-only),
-<stem>.npy with --save-numpy (float32: metres for a metric model, relative disparity otherwise) and <stem>.ply
-with --save-ply. Unreadable images are reported at the end and make the exit code 1; the others are still written.
+<stem>.npy with --save-numpy (float32: metres for a metric model, relative disparity otherwise),
+<stem>.depth16.png with --save-png16 (millimetres; relative: scaled, the scale in <stem>.depth16.json) and
+<stem>.ply with --save-ply. A video (an --img-path file, or one in the folder or list) gives <stem>.mp4 as
+run_video.py does. Unreadable inputs are reported at the end and make the exit code 1; the others are written.
 """
 
 from __future__ import annotations
@@ -22,206 +28,132 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from dataset.io import IMAGE_SUFFIXES, DataError, read_intrinsics
-from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE, DepthAnythingV2
-from depth_anything_v2.geometry import make_intrinsics, unproject, validate_intrinsics
-from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
-from util.dist import resolve_device
+from dataset.io import DataError
+from depth_anything_v2.geometry import unproject
+from depth_anything_v2.loading import CheckpointError
+from inference.args import inference_parser, log_model, start, video_options
+from inference.inputs import CameraSource, Failures, list_inputs
+from inference.predict import BatchPredictor, Job
+from inference.raw_depth import write_raw_depth
+from inference.video import depth_video
 from util.ply import write_ply
-from util.precision import PRECISIONS, autocast_context, compile_frozen, tune_allocator
+from util.precision import tune_allocator
 from util.vis import colorize, side_by_side
 
 logger = logging.getLogger(__name__)
 
-PLY_REQUIREMENT = "--save-ply needs a metric model (--max-depth or a metric checkpoint) and --intrinsics"
+PLY_REQUIREMENT = (
+    "--save-ply needs a metric model (--max-depth or a metric checkpoint) and the camera (--intrinsics or "
+    "--focal-length-x)"
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The command-line flags, in groups: model, input and output, camera, runtime."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    model = parser.add_argument_group("model")
-    model.add_argument("--load-from", required=True, help="official .pth or one of our checkpoints")
-    model.add_argument("--encoder", choices=sorted(MODEL_CONFIGS), help="official checkpoints only (default: inferred)")
-    model.add_argument("--max-depth", type=float, help="metric range (m) of an official metric checkpoint")
-    model.add_argument("--input-size", type=int, default=518, help=f"network short side, multiple of {PATCH_SIZE}")
-    data = parser.add_argument_group("input and output")
-    data.add_argument("--img-path", required=True, help="an image, a folder of images, or a .txt list of images")
-    data.add_argument("--outdir", default="./vis_depth")
-    data.add_argument("--pred-only", action="store_true", help="save the depth only, not image | depth")
-    data.add_argument("--grayscale", action="store_true", help="grey depth map instead of the Spectral colour map")
-    data.add_argument("--save-numpy", action="store_true", help="<stem>.npy: float32 metres, or relative disparity")
+    inputs = "an image or video, a folder of them, or a .txt list of them"
+    parser, data = inference_parser(__doc__, "--img-path", inputs, "./vis_depth")
     data.add_argument("--save-ply", action="store_true", help="<stem>.ply coloured point cloud (metric + K only)")
-    camera = parser.add_argument_group("camera")
-    camera.add_argument(
-        "--intrinsics",
-        help="K of the original image(s): a .npy 3x3, a .txt (9 numbers or fx fy cx cy), a folder of <stem>.npy "
-        "files, or fx,fy,cx,cy in pixels (OpenCV: the centre of pixel (u, v) is at (u, v))",
-    )
-    runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    runtime.add_argument(
-        "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="bf16 autocast: faster on CPUs with bf16 instructions and on GPUs, depth within 0.5 %% of fp32 "
-        "(benchmarks/results.md); fp16: CUDA only",
-    )
-    runtime.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the model with its weights frozen: a faster forward after a one-off compile per "
-        "input shape (benchmarks/results.md)",
-    )
     return parser
 
 
-def list_images(img_path: str) -> list[tuple[Path, str]]:
-    """Input images as (path, where it was listed: "" or "<list> line <n>") from an image, a folder or a .txt list.
-
-    A list holds one path per line; blank lines and lines starting with # are skipped, and relative paths are
-    relative to the list's folder. Folders are not searched recursively.
-    """
-    path = Path(img_path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-        return [(p, "") for p in files]
-    if not path.is_file():
-        raise DataError(f"{path}: --img-path is not a file or a folder")
-    if path.suffix.lower() != ".txt":
-        return [(path, "")]
-    images = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        line = line.strip()
-        if line and not line.startswith("#"):
-            item = Path(line) if Path(line).is_absolute() else path.parent / line
-            images.append((item, f"{path} line {number}"))
-    if not images:
-        raise DataError(f"{path}: the image list is empty")
-    return images
-
-
-def intrinsics_source(spec: str | None) -> Callable[[Path], np.ndarray | None]:
-    """A function image path -> (3, 3) float64 K for that (original) image, or None without --intrinsics.
+def write_outputs(
+    raw: np.ndarray, depth: np.ndarray, K: np.ndarray | None, metric: bool, args: argparse.Namespace, base: Path
+) -> None:
+    """The outputs of one image: `base`.png (and .npy, .depth16.png, .ply as asked).
 
     Args:
-        spec: a .npy / .txt file (one K for all images), a folder of <image stem>.npy (or .txt) files, or
-            "fx,fy,cx,cy" in pixels.
+        raw: (h, w, 3) uint8 BGR image.
+        depth: (h, w) float32 metres (metric) or relative disparity.
+        K: (3, 3) intrinsics in pixels of `raw` (needed for the point cloud).
+        metric: whether `depth` is in metres.
+        args: the flags (pred_only, grayscale, save_numpy, save_png16, save_ply).
+        base: output path without suffix.
     """
-    if spec is None:
-        return lambda image_path: None
-    path = Path(spec)
-    if path.is_dir():
-
-        def from_folder(image_path: Path) -> np.ndarray:
-            for suffix in (".npy", ".txt"):
-                if (path / f"{image_path.stem}{suffix}").is_file():
-                    return read_intrinsics(path / f"{image_path.stem}{suffix}")
-            raise DataError(f"{image_path}: no intrinsics file {path / image_path.stem}.npy for this image")
-
-        return from_folder
-    if path.is_file():
-        K = read_intrinsics(path)
-    else:
-        try:
-            K = make_intrinsics(*(float(v) for v in spec.split(",")))
-        except (TypeError, ValueError):
-            raise DataError(f"--intrinsics {spec!r}: not a file, a folder, or four numbers fx,fy,cx,cy") from None
-        problem = validate_intrinsics(K)
-        if problem:
-            raise DataError(f"--intrinsics {spec!r}: {problem}")
-    return lambda image_path: K
-
-
-def process_image(
-    model: DepthAnythingV2, path: Path, K: np.ndarray | None, args: argparse.Namespace, outdir: Path
-) -> None:
-    """Predict one image and write its outputs; raises DataError naming the file when it cannot be read."""
-    raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if raw is None:
-        raise DataError(f"{path}: cannot read image (missing, corrupt or not an image)")
-    metric = model.max_depth is not None
-    depth = model.infer_image(raw, args.input_size, intrinsics=K)
     # Metric depth: near is small, so plain Spectral makes it red; disparity: near is large, so Spectral_r.
     vis = colorize(depth, reverse=not metric, grayscale=args.grayscale)
     if not args.pred_only:
         vis = side_by_side(raw, vis)
-    if not cv2.imwrite(str(outdir / f"{path.stem}.png"), vis):
-        raise OSError(f"{outdir / path.stem}.png: could not be written")
-    if args.save_numpy:
-        np.save(outdir / f"{path.stem}.npy", depth.astype(np.float32))
+    if not cv2.imwrite(f"{base}.png", vis):
+        raise OSError(f"{base}.png: could not be written")
+    write_raw_depth(base, depth, metric, args.save_numpy, args.save_png16)
     if args.save_ply:
         valid = (np.isfinite(depth) & (depth > 0)).reshape(-1)
         points = unproject(depth, K).reshape(-1, 3)[valid].astype(np.float32)
         colors = raw[..., ::-1].reshape(-1, 3)[valid]
-        write_ply(outdir / f"{path.stem}.ply", points, colors)
+        write_ply(f"{base}.ply", points, colors)
+
+
+def read_input(path: Path, camera: CameraSource) -> tuple[np.ndarray, np.ndarray | None]:
+    """(BGR image, its K or None); DataError naming the file when it cannot be read or K does not fit it."""
+    raw = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if raw is None:
+        raise DataError(f"{path}: cannot read image (missing, corrupt or not an image)")
+    return raw, camera(path, raw.shape[1], raw.shape[0])
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run inference on every input image.
+    """Run inference on every input.
 
     Returns:
-        Exit code: 0 if every image was processed, 1 if some failed (listed on stderr), 2 if nothing could start.
+        Exit code: 0 if every input was processed, 1 if some failed (listed on stderr), 2 if nothing could start.
     """
     try:
-        if args.save_ply and args.intrinsics is None:
+        if args.save_ply and (args.intrinsics, args.focal_length_x, args.focal_length_y) == (None, None, None):
             raise DataError(PLY_REQUIREMENT)
-        if args.input_size <= 0 or args.input_size % PATCH_SIZE:
-            raise DataError(f"--input-size must be a positive multiple of {PATCH_SIZE}, got {args.input_size}")
-        images = list_images(args.img_path)
-        k_for = intrinsics_source(args.intrinsics)
-        device = resolve_device(args.device)
-        if args.precision == "fp16" and device.type != "cuda":
-            raise DataError(f"--precision fp16 needs CUDA, the device is {device.type}; use bf16")
-        model = build_model_from_checkpoint(args.load_from, device, encoder=args.encoder, max_depth=args.max_depth)
-        if args.max_depth is not None and model.max_depth is None:
-            raise CheckpointError(f"{args.load_from}: --max-depth was given but this checkpoint is a relative model")
-        if args.save_ply and model.max_depth is None:
+        images, videos = list_inputs(args.img_path)
+        if args.save_ply and videos:
+            raise DataError(f"--save-ply is for images; {videos[0][0]} is a video (drop --save-ply or the video)")
+        camera, runner = start(args, (images + videos)[0][0])
+        if args.save_ply and runner.info.max_depth is None:
             raise DataError(PLY_REQUIREMENT)
-        if args.compile:
-            compile_frozen(model)  # in place, so that infer_image's self(...) runs the compiled forward
     except (DataError, CheckpointError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    kind = f"metric (max depth {model.max_depth:g} m)" if model.max_depth is not None else "relative"
-    logger.info("%s %s model on %s, %d images", model.encoder, kind, device, len(images))
-    if model.cam_encoder is not None:
-        use = "go into the camera encoder" if args.intrinsics else "absent: the learned null camera is used"
-        logger.info("camera-aware model; intrinsics %s", use)
-    elif args.intrinsics:
-        logger.info("model has no camera encoder: intrinsics are used for the point cloud only")
-
+    log_model(runner, f"{args.backend} backend, {len(images)} images, {len(videos)} videos", camera.given)
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    failed: list[str] = []
-    written: dict[str, Path] = {}
-    for path, origin in tqdm(images, desc="depth", unit="img"):
-        try:
-            if path.stem in written:
-                raise DataError(f"{path}: outputs {path.stem}.* were already written for {written[path.stem]}")
-            with autocast_context(device, args.precision):
-                process_image(model, path, k_for(path), args, outdir)
-            written[path.stem] = path
-        except (DataError, OSError, cv2.error) as err:
-            reason = str(err) if str(path) in str(err) else f"{path}: {err}"
-            failed.append(f"{reason} (listed in {origin})" if origin else reason)
-            logger.error(failed[-1])
+    metric = runner.info.max_depth is not None
+    predictor = BatchPredictor(runner, args.input_size, args.batch_size)
+    failures = Failures()
+    claimed: dict[str, Path] = {}
+    written = 0
 
-    logger.info("wrote %d of %d images to %s", len(written), len(images), outdir)
-    if failed:
-        print(f"{len(failed)} of {len(images)} images failed:", file=sys.stderr)
-        for reason in failed:
-            print(f"  {reason}", file=sys.stderr)
-        return 1
-    return 0
+    def finish(done: list[tuple[Job, np.ndarray]]) -> None:
+        nonlocal written
+        for job, depth in done:
+            path, origin = job.key
+            try:
+                write_outputs(job.image, depth, job.K, metric, args, outdir / path.stem)
+                written += 1
+            except (DataError, OSError, cv2.error) as err:
+                failures.add(path, origin, err)
+
+    for path, origin in tqdm(images, desc="depth", unit="img", disable=not images):
+        try:
+            if path.stem in claimed:
+                raise DataError(f"{path}: outputs {path.stem}.* were already written for {claimed[path.stem]}")
+            raw, K = read_input(path, camera)
+            claimed[path.stem] = path
+            finish(predictor.add(Job((path, origin), raw, K)))
+        except (DataError, OSError, cv2.error) as err:
+            failures.add(path, origin, err)
+    finish(predictor.flush())
+    for path, origin in videos:
+        try:
+            depth_video(path, outdir, runner, camera, video_options(args))
+            written += 1
+        except (DataError, OSError, cv2.error) as err:
+            failures.add(path, origin, err)
+
+    total = len(images) + len(videos)
+    logger.info("wrote %d of %d inputs to %s", written, total, outdir)
+    return failures.report(total, "inputs" if videos else "images")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_loader import measure_loader  # noqa: E402
-from perf_tools import count_flops, matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
-from report import markdown, summarize  # noqa: E402
+from perf_tools import count_flops, cpu_model, matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
+from report import markdown, save_report, summarize  # noqa: E402
 
 from depth_anything_v2.dinov2_layers import Attention  # noqa: E402
 from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
@@ -280,16 +280,6 @@ def plan(args: argparse.Namespace) -> list[dict]:
     return cases + cases[:2]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -312,7 +302,7 @@ def main(args: argparse.Namespace) -> dict:
     meta = {
         "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -324,11 +314,7 @@ def main(args: argparse.Namespace) -> dict:
         "load_average_before": load_before,
     }
     report = {"meta": meta, "results": results, "targets": summarize(results)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
-    print(markdown(report))
+    save_report(report, args.out, markdown(report))
     return report
 
 

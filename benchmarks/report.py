@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 TARGETS = {"fp32_forward": 0.85, "bf16_forward": 0.60, "distill_time": 1.15, "distill_memory": 1.3, "bf16_train": 3.0}
 LOADER_TARGET = 40.0
 ALLOCATOR_LABELS = {"default": "glibc default allocator", "late": "mallopt after warm-up", "env": "GLIBC_TUNABLES"}
@@ -138,3 +141,12 @@ def markdown(report: dict) -> str:
     for c in report["targets"]:
         lines.append(f"| {c['target']} | {c['value']:.3f} | {c['limit']} | {'yes' if c['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
+
+
+def save_report(report: dict, out: str, text: str) -> None:
+    """Write the report as JSON to `out` and `text` (its markdown) beside it (.md), and print the markdown."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)

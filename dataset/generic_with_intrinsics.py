@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import cv2
 import numpy as np
@@ -16,75 +16,13 @@ from torch.utils.data import Dataset
 from depth_anything_v2.configs import PATCH_SIZE
 from depth_anything_v2.geometry import canonical_intrinsics
 
-from .io import DataError, check_image_header, clean_depth, read_depth, read_image, read_intrinsics
+from .filelist import EMPTY_LIST, bad_lines, read_filelist
+from .headers import size_mismatch
+from .io import DataError, clean_depth, read_depth, read_image
 from .protocol import EvalProtocol
 from .transform import train_view, val_view
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class ListEntry:
-    """One usable line of a file list."""
-
-    line: int
-    image: Path
-    depth: Path
-    intrinsics: np.ndarray | None
-
-
-def resolve_path(raw: str, list_path: Path, root: Path | None = None) -> Path | None:
-    """A list entry's path: absolute, else relative to `root` (a named dataset's --data-root), the working
-    directory, the list's folder, or its parent."""
-    path = Path(raw)
-    if path.is_absolute():
-        return path if path.exists() else None
-    for base in (*([root] if root else []), Path.cwd(), list_path.parent, list_path.parent.parent):
-        if (base / path).exists():
-            return base / path
-    return None
-
-
-def parse_filelist(list_path: str | Path, root: str | Path | None = None) -> list[ListEntry]:
-    """Read a list and run the cheap checks on every line, raising one DataError that lists every bad line.
-
-    Checks: 2 or 3 fields, files exist (see `resolve_path`), image header bytes, intrinsics readable and valid.
-    """
-    list_path = Path(list_path)
-    if not list_path.is_file():
-        raise DataError(f"{list_path}: file list not found")
-    entries, problems = [], []
-    for number, text in enumerate(list_path.read_text().splitlines(), start=1):
-        text = text.strip()
-        if not text or text.startswith("#"):
-            continue
-        fields = text.split()
-        where = f"{list_path}:{number}"
-        if len(fields) not in (2, 3):
-            problems.append(f"{where}: expected 'image depth [intrinsics]', found {len(fields)} fields: {text!r}")
-            continue
-        paths = [resolve_path(f, list_path, Path(root) if root else None) for f in fields]
-        missing = [f for f, p in zip(fields, paths) if p is None]
-        if missing:
-            problems.extend(f"{where}: {f}: file not found" for f in missing)
-            continue
-        header_problem = check_image_header(paths[0])
-        if header_problem:
-            problems.append(f"{where}: {paths[0]}: {header_problem}")
-            continue
-        K = None
-        if len(paths) == 3:
-            try:
-                K = read_intrinsics(paths[2])
-            except DataError as err:
-                problems.append(f"{where}: {err}")
-                continue
-        entries.append(ListEntry(number, paths[0], paths[1], K))
-    if problems:
-        raise DataError(f"{len(problems)} bad line(s) in {list_path}:\n  " + "\n  ".join(problems))
-    if not entries:
-        raise DataError(f"{list_path}: the file list is empty (no 'image depth [intrinsics]' lines)")
-    return entries
 
 
 class GenericDatasetWithIntrinsics(Dataset):
@@ -101,8 +39,9 @@ class GenericDatasetWithIntrinsics(Dataset):
         hflip: random horizontal flips (p = 0.5) in training.
         photometric: random brightness, contrast and saturation in training.
         camera_dropout: probability that a calibrated training sample is presented without K.
-        skip_bad_samples: a sample that fails to load is logged, counted in `bad_samples` and replaced by the
-            next one instead of raising.
+        skip_bad_samples: list lines that fail the checks of `read_filelist` (or of `dataset.check`) are dropped,
+            logged and kept in `skipped_lines`; a sample that fails to load is logged, counted in `bad_samples` and
+            replaced by the next one. Without it, both raise a DataError.
         depth_reader: `(path) -> (H, W) depth in metres` replacing the generic reader (named datasets); its NaN,
             inf, 0 and negative values become invalid, and the OSError / ValueError / KeyError it raises are
             reported as DataErrors naming the list line.
@@ -143,7 +82,13 @@ class GenericDatasetWithIntrinsics(Dataset):
         if size[0] % PATCH_SIZE or size[1] % PATCH_SIZE:
             raise ValueError(f"size {size} must be multiples of {PATCH_SIZE}")
         self.filelist_path = Path(filelist_path)
-        self.entries = parse_filelist(self.filelist_path, root)
+        self.entries, problems = read_filelist(self.filelist_path, root)
+        if problems and not skip_bad_samples:
+            raise bad_lines(self.filelist_path, problems)
+        self.skipped_lines: list[str] = []
+        self.skip(problems)
+        if not self.entries:
+            raise DataError(f"{self.filelist_path}: {'every line is bad (skipped)' if problems else EMPTY_LIST}")
         self.mode, self.size = mode, tuple(size)
         self.depth_scale, self.min_depth, self.max_depth = depth_scale, min_depth, max_depth
         self.zoom_range, self.hflip, self.photometric = zoom_range, hflip, photometric
@@ -161,39 +106,71 @@ class GenericDatasetWithIntrinsics(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    def skip(self, problems: list[str], indices: Collection[int] = ()) -> None:
+        """Drop the entries at `indices` and record and log `problems`, one message per skipped list line
+        (--skip-bad-samples: the checks at start skip lines instead of stopping)."""
+        if not problems:
+            return
+        dropped = set(indices)
+        self.entries = [entry for i, entry in enumerate(self.entries) if i not in dropped]
+        self.skipped_lines.extend(problems)
+        logger.warning(
+            "skipping %d bad line(s) of %s (--skip-bad-samples):\n  %s", len(problems), self.filelist_path,
+            "\n  ".join(problems),
+        )  # fmt: skip
+
+    def read_depth(self, index: int) -> np.ndarray:
+        """(H, W) float32 depth in metres of one entry, 0 where invalid; DataError names the list line."""
+        entry = self.entries[index]
+        try:
+            if self.depth_reader is None:
+                return read_depth(entry.depth, self.depth_scale)
+            return clean_depth(self.depth_reader(entry.depth))  # a plug-in reader gets our invalid-value rule
+        except DataError as err:
+            raise DataError(f"{self.where(index)}: {err}") from None
+        except (OSError, ValueError, KeyError) as err:
+            raise DataError(f"{self.where(index)}: {entry.depth}: cannot read depth ({err!r})") from None
+
+    def where(self, index: int) -> str:
+        """`<list>:<line>` of one entry, the prefix of every message about it."""
+        return f"{self.filelist_path}:{self.entries[index].line}"
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(RGB uint8 image, depth in metres, K or None) of one entry; DataError names the list line."""
         entry = self.entries[index]
-        where = f"{self.filelist_path}:{entry.line}"
         try:
             image = read_image(entry.image)
-            if self.depth_reader is None:
-                depth = read_depth(entry.depth, self.depth_scale)
-            else:  # a plug-in reader's output gets the same invalid-value rule as ours
-                depth = clean_depth(self.depth_reader(entry.depth))
         except DataError as err:
-            raise DataError(f"{where}: {err}") from None
-        except (OSError, ValueError, KeyError) as err:
-            raise DataError(f"{where}: {entry.depth}: cannot read depth ({err!r})") from None
+            raise DataError(f"{self.where(index)}: {err}") from None
+        depth = self.read_depth(index)
         if depth.shape != image.shape[:2]:
-            raise DataError(
-                f"{where}: {entry.depth}: depth is {depth.shape[1]}x{depth.shape[0]} but image {entry.image} "
-                f"is {image.shape[1]}x{image.shape[0]} (W x H)"
-            )
+            orientation = entry.image_size.orientation if entry.image_size else None
+            problem = size_mismatch(entry.depth, depth.shape, entry.image, image.shape[:2], orientation)
+            raise DataError(f"{self.where(index)}: {problem}")
         return image, depth, entry.intrinsics
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         index, seed = item if isinstance(item, tuple) else (item, None)
         if not self.skip_bad_samples:
-            return self._sample(index, seed)
+            return self._checked_sample(index, seed)
         for attempt in range(len(self)):
             candidate = (index + attempt) % len(self)
             try:
-                return self._sample(candidate, seed)
-            except (DataError, OSError, ValueError) as err:
+                return self._checked_sample(candidate, seed)
+            except DataError as err:
                 self.bad_samples.append(str(err))
                 logger.warning("skipping bad sample (%d so far in this process): %s", len(self.bad_samples), err)
         raise DataError(f"{self.filelist_path}: every sample failed to load")
+
+    def _checked_sample(self, index: int, seed: int | None) -> dict:
+        """`_sample`, with any reading or decoding error turned into a one-line DataError naming the list line (a
+        DataLoader worker's error then reaches the log as that line)."""
+        try:
+            return self._sample(index, seed)
+        except DataError:
+            raise
+        except (OSError, ValueError, cv2.error) as err:
+            raise DataError(f"{self.where(index)}: {self.entries[index].image}: {type(err).__name__}: {err}") from None
 
     def _sample(self, index: int, seed: int | None) -> dict:
         image, depth, K = self.load(index)
@@ -236,10 +213,18 @@ class GenericDatasetWithIntrinsics(Dataset):
             sample["teacher_depth"] = torch.from_numpy(teacher)
         return sample
 
+    def teacher_cache_path(self, index: int) -> Path:
+        """The cached teacher prediction of one entry in `teacher_cache`: named by the image's resolved path, size and
+        modification time, so an edited list or a replaced image never meets another image's prediction."""
+        image = self.entries[index].image.resolve()
+        stat = image.stat()
+        key = hashlib.sha1(f"{image}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
+        return self.teacher_cache / f"{key}.npy"
+
     def _cached_teacher(self, index: int) -> np.ndarray | None:
         if self.teacher_cache is None:
             return None
-        path = self.teacher_cache / f"{index}.npy"
+        path = self.teacher_cache_path(index)
         if not path.is_file():
             raise DataError(f"{self.entries[index].image}: no cached teacher prediction {path}")
         return np.load(path)

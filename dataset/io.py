@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from depth_anything_v2.geometry import make_intrinsics, validate_intrinsics
+
+if TYPE_CHECKING:
+    import h5py
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEPTH_SUFFIXES = (".npy", ".png", ".h5", ".hdf5")
@@ -24,8 +29,27 @@ _MAGIC = {
 }
 
 
+# How torch's DataLoader re-raises an exception of a worker in the main process: `type(err)(text)`, where text is
+# "Caught DataError in DataLoader worker process N.\nOriginal Traceback ...\n<module>.DataError: <message>".
+_WORKER_TEXT = re.compile(r"^Caught DataError in ")
+_WORKER_MESSAGE = re.compile(r"^(?:[\w.]+\.)?DataError: ", re.M)
+
+
 class DataError(ValueError):
-    """A data file that cannot be used; the message names the file (and list line) and what is wrong."""
+    """A data file that cannot be used; the message names the file (and list line) and what is wrong.
+
+    A DataError raised in a DataLoader worker reaches the main process with the same one-line message: the
+    worker's traceback that torch puts in front of it is kept apart, in `worker_traceback`.
+    """
+
+    def __init__(self, message: str = "") -> None:
+        self.worker_traceback = None
+        if isinstance(message, str) and _WORKER_TEXT.match(message):
+            starts = list(_WORKER_MESSAGE.finditer(message))
+            if starts:
+                self.worker_traceback = message
+                message = message[starts[-1].end() :].rstrip("\n")
+        super().__init__(message)
 
 
 def first_existing_file(candidates: list[Path], what: str, hint: str) -> Path:
@@ -112,12 +136,22 @@ def _read_h5(path: Path) -> np.ndarray:
     import h5py
 
     with h5py.File(path, "r") as f:
-        if "depth" in f:
-            return f["depth"][()]
-        names = [name for name in f if isinstance(f[name], h5py.Dataset)]
-        if len(names) != 1:
-            raise DataError(f"{path}: expected a 'depth' dataset or exactly one dataset, found {names}")
-        return f[names[0]][()]
+        try:
+            return h5_depth_dataset(f)[()]
+        except DataError as err:
+            raise DataError(f"{path}: {err}") from None
+
+
+def h5_depth_dataset(f: h5py.File) -> h5py.Dataset:
+    """The depth map of an open HDF5 file: its dataset named 'depth', or its only dataset (DataError otherwise)."""
+    import h5py
+
+    if "depth" in f:
+        return f["depth"]
+    names = [name for name in f if isinstance(f[name], h5py.Dataset)]
+    if len(names) != 1:
+        raise DataError(f"expected a 'depth' dataset or exactly one dataset, found {names}")
+    return f[names[0]]
 
 
 def read_intrinsics(path: str | Path) -> np.ndarray:

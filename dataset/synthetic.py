@@ -116,12 +116,26 @@ class Scene:
         return rgb, depth
 
 
-def random_intrinsics(rng: np.random.Generator, width: int, height: int, hfov_range: tuple[float, float]) -> np.ndarray:
-    """K with a horizontal field of view drawn uniformly in `hfov_range` (degrees), principal point near the centre."""
+def random_intrinsics(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    hfov_range: tuple[float, float],
+    principal_jitter: float = 0.03,
+) -> np.ndarray:
+    """K with a horizontal field of view drawn uniformly in `hfov_range` (degrees), principal point near the centre.
+
+    Args:
+        rng: random generator (draws the same numbers whatever the ranges, so scenes stay a function of the seed).
+        width, height: image size in pixels.
+        hfov_range: (min, max) horizontal field of view in degrees; equal bounds give one focal length.
+        principal_jitter: the principal point is moved from the image centre by up to this fraction of the image
+            size in x and y (0: exactly at the centre, so equal `hfov_range` bounds give one camera).
+    """
     hfov = math.radians(rng.uniform(*hfov_range))
     f = (width / 2) / math.tan(hfov / 2)
-    cx = (width - 1) / 2 + rng.uniform(-0.03, 0.03) * width
-    cy = (height - 1) / 2 + rng.uniform(-0.03, 0.03) * height
+    cx = (width - 1) / 2 + rng.uniform(-principal_jitter, principal_jitter) * width
+    cy = (height - 1) / 2 + rng.uniform(-principal_jitter, principal_jitter) * height
     return make_intrinsics(f, f, cx, cy)
 
 
@@ -133,6 +147,7 @@ def write_synthetic_dataset(
     hfov_range: tuple[float, float] = (30.0, 90.0),
     val_hfov_range: tuple[float, float] | None = None,
     seed: int = 0,
+    principal_jitter: float = 0.03,
 ) -> Path:
     """Write a dataset in the generic layout; returns `out_dir`.
 
@@ -143,6 +158,8 @@ def write_synthetic_dataset(
         hfov_range, val_hfov_range: horizontal field of view range in degrees for training / validation
             cameras (validation defaults to the training range).
         seed: scenes and cameras are a function of it.
+        principal_jitter: largest principal point offset from the image centre, as a fraction of the image size
+            (see `random_intrinsics`; 0 with equal `hfov_range` bounds: every training image through one camera).
     """
     out = Path(out_dir)
     for sub in ("images", "depths", "intrinsics", "splits"):
@@ -154,7 +171,7 @@ def write_synthetic_dataset(
         for i in range(count):
             name = f"{split}_{i:05d}"
             scene = Scene.random(rng)
-            K = random_intrinsics(rng, width, height, fov)
+            K = random_intrinsics(rng, width, height, fov, principal_jitter)
             rgb, depth = scene.render(K, width, height)
             cv2.imwrite(str(out / "images" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             np.save(out / "depths" / f"{name}.npy", depth)

@@ -20,7 +20,7 @@ from .blocks import FeatureFusionBlock, _make_scratch
 from .camera import CameraEncoder
 from .configs import IMAGENET_MEAN, IMAGENET_STD, INTERMEDIATE_LAYER_IDX, MODEL_CONFIGS, PATCH_SIZE
 from .dinov2 import build_dinov2
-from .geometry import canonical_intrinsics, scale_intrinsics
+from .geometry import canonical_intrinsics, scale_intrinsics, validate_intrinsics
 from .preprocess import prepare_image
 
 
@@ -239,10 +239,16 @@ class DepthAnythingV2(nn.Module):
 
         Returns:
             (h, w) float32 numpy: metres for a metric model, relative disparity otherwise.
+
+        Raises:
+            ValueError: `intrinsics` is not a finite 3x3 K with positive focal lengths and last row [0, 0, 1].
         """
         image, (h, w) = self.image2tensor(raw_image, input_size)
         K = None
         if intrinsics is not None:
+            problem = validate_intrinsics(intrinsics)
+            if problem:
+                raise ValueError(f"infer_image: {problem} (K in pixels of raw_image, [[fx,0,cx],[0,fy,cy],[0,0,1]])")
             K_net = scale_intrinsics(np.asarray(intrinsics, dtype=np.float64), image.shape[-1] / w, image.shape[-2] / h)
             K = torch.as_tensor(K_net, dtype=torch.float32, device=image.device)[None]
         depth = self(image, K)  # through __call__: runs the compiled forward after model.compile()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -26,10 +27,30 @@ logger = logging.getLogger(__name__)
 CAMERA_PREFIX = "cam_encoder."
 _STRIP_PREFIXES = ("module.", "_orig_mod.")
 _DINOV2_HUB_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight")
+_OFFICIAL_METRIC = re.compile(r"depth_anything_v2_metric_(hypersim|vkitti)_vit[sblg]\.(pth|safetensors)")
+_OFFICIAL_RELATIVE = re.compile(r"depth_anything_v2_vit[sblg]\.(pth|safetensors)")
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used, with the reason and what to do."""
+
+
+def _text_instead_of_weights(path: Path) -> str | None:
+    """What a download that went wrong holds instead of weights (a web page, a Git LFS pointer), or None."""
+    with open(path, "rb") as f:
+        head = f.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+    start = head[:40].decode("utf-8", "replace").splitlines()[0] if head else ""
+    if head.lower().startswith((b"<!doctype html", b"<html")):
+        return (
+            f"not a checkpoint (it starts with {start!r}: a web page saved under a checkpoint's name, e.g. a login, "
+            "error or 'blob' page); re-download it (from Hugging Face take the 'resolve/main/...' download link)"
+        )
+    if head.startswith(b"version https://git-lfs"):
+        return "not a checkpoint but a Git LFS pointer file; fetch the weights with `git lfs pull` or re-download"
+    if path.suffix != ".safetensors" and head and not head.startswith((b"PK", b"\x80")):
+        # torch.save writes a zip archive (PK) or, in its legacy format, a pickle (protocol byte 0x80).
+        return f"not a checkpoint (it starts with {start!r}, neither a torch.save archive nor a pickle)"
+    return None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -37,6 +58,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    problem = _text_instead_of_weights(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -45,14 +69,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         except Exception as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped where the file is a zip archive (torch.save's format since 1.6): reading a checkpoint for
+        # its settings costs little, and tensors are read when they are used.
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects or code that weights-only loading does not "
             f"allow, so it was not unpickled. Only load checkpoints from sources you trust; if you trust this one, "
             f"re-save its state dict with torch.save(model.state_dict(), ...). Detail: {str(err).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError) as err:
         raise CheckpointError(
             f"{path}: corrupt or truncated checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); "
             f"re-download or re-save it"
@@ -155,11 +181,32 @@ def checkpoint_config(obj: dict) -> dict | None:
     return dict(config) if isinstance(config, dict) else None
 
 
+def official_kind(path: str | os.PathLike) -> str | None:
+    """'metric' or 'relative' for the official file names (depth_anything_v2_metric_{hypersim,vkitti}_vitX.pth,
+    depth_anything_v2_vitX.pth), None for any other name. Official metric and relative files have identical keys,
+    so the name is all that tells them apart."""
+    name = Path(path).name
+    if _OFFICIAL_METRIC.fullmatch(name):
+        return "metric"
+    if _OFFICIAL_RELATIVE.fullmatch(name):
+        return "relative"
+    return None
+
+
+def checkpoint_kind(path: str | os.PathLike, obj: dict) -> str | None:
+    """'metric' or 'relative' from our model_config, else from an official file name; None when unknown."""
+    config = checkpoint_config(obj)
+    if config is not None:
+        return "relative" if config.get("max_depth") is None else "metric"
+    return official_kind(path)
+
+
 def build_model_from_checkpoint(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
     encoder: str | None = None,
     max_depth: float | None = None,
+    obj: dict | None = None,
     **overrides: object,
 ) -> DepthAnythingV2:
     """Rebuild and load a model from a checkpoint alone (ours), or from flags for an official one.
@@ -168,26 +215,39 @@ def build_model_from_checkpoint(
         path: checkpoint file.
         encoder: required for official checkpoints only if it cannot be inferred from the weights.
         max_depth: metric range in metres for official metric checkpoints (None: relative model).
+        obj: the checkpoint already read from `path` (it is not read again).
         overrides: extra DepthAnythingV2 arguments for official checkpoints (e.g. use_camera_intrinsics).
 
     Returns:
         The model in eval mode on `device`.
     """
-    obj = read_checkpoint(path)
+    obj = read_checkpoint(path) if obj is None else obj
     config = checkpoint_config(obj)
     if config is not None:
         if encoder is not None and encoder != config["encoder"]:
             raise CheckpointError(
                 f"{path}: checkpoint was trained with encoder {config['encoder']!r} but {encoder!r} was asked for"
             )
-        if max_depth is not None and config.get("max_depth") is not None and float(max_depth) != config["max_depth"]:
-            raise CheckpointError(
-                f"{path}: checkpoint was trained with max_depth {config['max_depth']} m but {max_depth} was asked for"
-            )
+        if max_depth is not None and config.get("max_depth") != float(max_depth):
+            stored = config.get("max_depth")
+            stored = "is a relative model" if stored is None else f"was trained with max_depth {stored} m"
+            raise CheckpointError(f"{path}: this checkpoint {stored}, but max_depth {max_depth} was asked for")
     else:
         inferred = infer_encoder(extract_state_dict(obj))
         if encoder is not None and inferred is not None and encoder != inferred:
             raise CheckpointError(f"{path}: checkpoint is {inferred}, but encoder {encoder!r} was asked for")
+        kind = official_kind(path)
+        if kind == "metric" and max_depth is None:
+            raise CheckpointError(
+                f"{path}: an official metric checkpoint (by its file name) needs its metric range: give --max-depth "
+                "20 for the Hypersim (indoor) models or 80 for the Virtual KITTI (outdoor) ones"
+            )
+        if kind == "relative" and max_depth is not None:
+            raise CheckpointError(
+                f"{path}: an official relative checkpoint (by its file name) predicts disparity, not metres, but a "
+                f"max depth of {max_depth:g} m was asked for; drop --max-depth, or use a metric checkpoint "
+                "(depth_anything_v2_metric_{hypersim,vkitti}_<encoder>.pth)"
+            )
         config = {"encoder": encoder or inferred or "vitl", "max_depth": max_depth, **overrides}
     model = DepthAnythingV2(**config)
     load_weights(model, obj)

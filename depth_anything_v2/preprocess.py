@@ -29,12 +29,18 @@ def lower_bound_size(height: int, width: int, target: int, multiple: int = PATCH
     )
 
 
-def prepare_image(bgr: np.ndarray, input_size: int) -> np.ndarray:
-    """(h, w, 3) uint8 BGR -> (3, H, W) float32 RGB, resized (cubic) and ImageNet-normalized as upstream."""
+def prepare_image(bgr: np.ndarray, input_size: int, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(h, w, 3) uint8 BGR -> (3, H, W) float32 RGB, resized (cubic) and ImageNet-normalized as upstream.
+
+    Args:
+        bgr: the image.
+        input_size: short side of the network input; (H, W) = `lower_bound_size(h, w, input_size)`.
+        size: (H, W) to resize to instead, aspect ratio not kept (a network with a fixed input size).
+    """
     if bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ValueError(f"expected an (H, W, 3) BGR image, got shape {bgr.shape}")
     image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) / 255.0
-    H, W = lower_bound_size(image.shape[0], image.shape[1], input_size)
+    H, W = size or lower_bound_size(image.shape[0], image.shape[1], input_size)
     image = cv2.resize(image, (W, H), interpolation=cv2.INTER_CUBIC)
     image = (image - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     return np.ascontiguousarray(image.transpose(2, 0, 1)).astype(np.float32)

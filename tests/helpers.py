@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+from dataset.synthetic import write_synthetic_dataset
+from depth_anything_v2 import DepthAnythingV2
+
 ROOT = Path(__file__).resolve().parents[1]
 # Subprocesses use the thread count of the in-process runs (conftest), so their arithmetic is bitwise equal.
 SUBPROCESS_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
@@ -32,6 +35,16 @@ checkpoint.save_checkpoint = save_checkpoint
 sys.argv = ["train.py", *sys.argv[3:]]
 runpy.run_path({str(ROOT / "train.py")!r}, run_name="__main__")
 """
+
+
+def write_run_data(
+    root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int, name: str = "init.pth"
+) -> Path:
+    """Synthetic scenes under `root/scenes` and a seeded random vits metric model (10 m) as `root/name`."""
+    write_synthetic_dataset(root / "scenes", n_train=n_train, n_val=n_val, size=size, seed=seed)
+    torch.manual_seed(0)
+    torch.save(DepthAnythingV2("vits", max_depth=10.0).state_dict(), root / name)
+    return root
 
 
 def train_args(data: Path, save_path: Path, *extra: str, pretrained: str = "init.pth") -> list[str]:
@@ -62,3 +75,22 @@ def wait_for(predicate, timeout: float = 120.0) -> None:
         if time.time() > deadline:
             raise TimeoutError("condition not reached")
         time.sleep(0.05)
+
+
+def write_oriented_image(path: Path, rgb, orientation: int) -> None:
+    """Write an RGB uint8 (H, W, 3) image as .jpg or .png carrying an EXIF orientation tag (APP1 / eXIf chunk),
+    which OpenCV applies when it decodes the file: orientations 5-8 turn it a quarter turn."""
+    import struct
+    import zlib
+
+    import cv2
+
+    tiff = b"MM" + struct.pack(">HIH", 42, 8, 1) + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + bytes(4)
+    data = cv2.imencode(path.suffix, rgb[..., ::-1])[1].tobytes()
+    if path.suffix == ".png":  # the eXIf chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)
+        chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+        data = data[:33] + chunk + data[33:]
+    else:  # the APP1 segment right after the start-of-image marker
+        payload = b"Exif\x00\x00" + tiff
+        data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + data[2:]
+    path.write_bytes(data)

@@ -115,7 +115,7 @@ def test_our_checkpoint_rebuilds_the_model_alone(tmp_path):
     assert_same_weights(rebuilt, model.state_dict())
     with pytest.raises(CheckpointError, match="trained with encoder 'vits' but 'vitl' was asked for"):
         build_model_from_checkpoint(tmp_path / "latest.pth", encoder="vitl")
-    with pytest.raises(CheckpointError, match="max_depth 10.0 m but 20.0 was asked for"):
+    with pytest.raises(CheckpointError, match="max_depth 10.0 m, but max_depth 20.0 was asked for"):
         build_model_from_checkpoint(tmp_path / "latest.pth", max_depth=20.0)
 
 

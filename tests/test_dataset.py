@@ -211,3 +211,45 @@ def test_loader_benchmark_reports_rates(tmp_path, monkeypatch):
     result = measure_loader(size=70, num_workers=0, samples=4, repeats=2, batch_size=2, filelist=filelist)
     assert len(result["pass_seconds"]) == 2 and result["samples_per_s"] > 0
     assert result["samples_per_s_per_worker"] == result["samples_per_s"] and result["samples_per_cpu_s"] > 0
+
+
+@pytest.mark.parametrize(
+    "K, message",
+    [
+        ([[3.9, 0, 2.8], [0, 3.9, 2.1], [0, 0, 1]], "is K in millimetres"),
+        ([[0.9, 0, 0.5], [0, 1.2, 0.5], [0, 0, 1]], "look normalised by the image size"),
+        ([[90, 0, 300], [0, 90, 300], [0, 0, 1]], "cx=300 lies far outside the image"),
+        ([[90, 2.0, 55.5], [0, 90, 41.5], [0, 0, 1]], "skew"),
+    ],
+)
+def test_implausible_intrinsics_are_refused_naming_file_line_and_cause(scenes, tmp_path, K, message):
+    image, depth, _ = (scenes / p for p in (scenes / "splits" / "train.txt").read_text().split()[:3])
+    np.save(tmp_path / "K.npy", np.array(K, dtype=np.float64))
+    listed = write_list(tmp_path / "k.txt", [f"{image} {depth} {tmp_path / 'K.npy'}"])
+    with pytest.raises(DataError, match=rf"k.txt:1: {tmp_path / 'K.npy'}: .*{message}.*\(image .* is 112x84\)"):
+        GenericDatasetWithIntrinsics(listed)
+
+
+def test_paths_with_spaces_and_quotes_in_a_list(scenes, tmp_path):
+    line = (scenes / "splits" / "train.txt").read_text().split()[:3]
+    (tmp_path / "my images").mkdir()
+    (tmp_path / "my images" / "it's 1.png").write_bytes((scenes / line[0]).read_bytes())
+    (tmp_path / "d 1.npy").write_bytes((scenes / line[1]).read_bytes())
+    listed = write_list(tmp_path / "s.txt", [f"\"my images/it's 1.png\"\t'd 1.npy'  {scenes / line[2]}"])
+    sample = GenericDatasetWithIntrinsics(listed, size=(70, 70))[0]
+    assert sample["image_path"] == str(tmp_path / "my images" / "it's 1.png") and sample["has_intrinsics"]
+    with pytest.raises(DataError, match=r"s.txt:1: cannot split at column 1: quote a path holding spaces"):
+        GenericDatasetWithIntrinsics(write_list(tmp_path / "s.txt", ["\"my images/it's 1.png d.npy"]))
+    with pytest.raises(DataError, match=r'found 5 fields.*quote paths that hold spaces: "my images/a.png"'):
+        GenericDatasetWithIntrinsics(write_list(tmp_path / "s.txt", ["my images/it's 1.png d 1.npy"]))
+
+
+def test_an_error_in_a_dataloader_worker_arrives_as_its_one_line(scenes, tmp_path):
+    lines = [line.split() for line in (scenes / "splits" / "train.txt").read_text().splitlines()]
+    (tmp_path / "t.png").write_bytes((scenes / lines[0][0]).read_bytes()[:60])  # header intact, pixels cut
+    listed = write_list(tmp_path / "w.txt", [f"{tmp_path / 't.png'} {scenes / lines[0][1]}"])
+    loader = DataLoader(GenericDatasetWithIntrinsics(listed, size=(70, 70)), batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as err:
+        next(iter(loader))
+    assert str(err.value) == f"{listed}:1: {tmp_path / 't.png'}: cannot read image (missing, corrupt or unsupported)"
+    assert "Traceback" in err.value.worker_traceback

@@ -1,4 +1,5 @@
-"""The direction of imports, read from the source: depth_anything_v2 <- dataset <- util (training side) <- scripts.
+"""The direction of imports, read from the source: depth_anything_v2 <- dataset <- util (training side) <- inference
+<- scripts.
 
 The model package also works when its folder is copied alone into another project."""
 
@@ -19,6 +20,7 @@ ALLOWED = {
     "depth_anything_v2": {"depth_anything_v2"},
     "dataset": {"depth_anything_v2", "dataset"},
     "util": {"depth_anything_v2", "dataset", "util"},
+    "inference": {"depth_anything_v2", "dataset", "util", "inference"},
 }
 SCRIPTS = {path.stem for path in ROOT.glob("*.py")}
 TOOLS = ("benchmarks", "experiments")

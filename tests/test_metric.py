@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import util.metric
+from dataset.io import DataError
 from dataset.protocol import eval_crop_mask
 from util.metric import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulator, depth_metric_sums
 
@@ -27,6 +29,13 @@ EXPECTED = {
     "log10": sum(abs(d) for d in LOG_DIFFS) / 4 / math.log(10),
     "silog": math.sqrt(sum(d * d for d in LOG_DIFFS) / 4 - 0.5 * (sum(LOG_DIFFS) / 4) ** 2),
 }
+
+
+@pytest.fixture(autouse=True)
+def count_tiny_images(monkeypatch):
+    """The hand-computed cases use 2x2 images; the official rule of 10 valid pixels per counted image is tested on
+    its own (tests/test_run_integrity.py), so here every image with a valid pixel counts."""
+    monkeypatch.setattr(util.metric, "MIN_VALID_PIXELS", 1)
 
 
 def metrics_of(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
@@ -71,7 +80,13 @@ def test_images_without_valid_pixels_are_skipped() -> None:
     sums = depth_metric_sums(pred, target, valid)
     assert sums["count"].item() == 1.0 and all(value.dtype == torch.float64 for value in sums.values())
     assert metrics_of(pred, target, valid)["abs_rel"] == pytest.approx(EXPECTED["abs_rel"], rel=1e-6)
-    assert all(math.isnan(value) for value in MetricAccumulator().compute().values())
+
+
+def test_an_evaluation_without_any_valid_pixel_is_an_error_not_nan() -> None:
+    accumulator = MetricAccumulator()
+    accumulator.update(torch.ones(1, 4, 4), torch.zeros(1, 4, 4), torch.ones(1, 4, 4, dtype=torch.bool))
+    with pytest.raises(DataError, match="evaluation: no image has .* valid ground-truth pixels.*--depth-scale"):
+        accumulator.compute()
 
 
 def test_metrics_are_means_over_images_not_pixels() -> None:

@@ -120,18 +120,19 @@ def test_hypersim_splits_by_scene_hash_and_checks_the_csv(tmp_path):
 
 def make_vkitti2(root: Path) -> None:
     header = "frame cameraID K[0,0] K[1,1] K[0,2] K[1,2]\n"
-    for scene, variation, with_txt in (
-        ("Scene01", "clone", True),
-        ("Scene01", "fog", False),
-        ("Scene20", "clone", True),
+    # The variation without intrinsic.txt is a 1/5 copy of the 1242 x 375 release (its K: the published one, scaled).
+    for scene, variation, with_txt, (width, height) in (
+        ("Scene01", "clone", True, (112, 70)),
+        ("Scene01", "fog", False, (248, 75)),
+        ("Scene20", "clone", True, (112, 70)),
     ):
         for camera in (0, 1):
             for frame in (0, 1):
                 stem = f"{scene}/{variation}/frames/%s/Camera_{camera}/%s_{frame:05d}"
-                write_rgb(root / "vkitti_2.0.3_rgb" / (stem % ("rgb", "rgb") + ".jpg"), 112, 70, frame)
+                write_rgb(root / "vkitti_2.0.3_rgb" / (stem % ("rgb", "rgb") + ".jpg"), width, height, frame)
                 if (scene, variation, camera, frame) == ("Scene01", "fog", 1, 1):
                     continue
-                depth = np.full((70, 112), 1234, dtype=np.uint16)
+                depth = np.full((height, width), 1234, dtype=np.uint16)
                 depth[:20] = vkitti2.FAR_PLANE_CM
                 write_png16(root / "vkitti_2.0.3_depth" / (stem % ("depth", "depth") + ".png"), depth)
         if with_txt:
@@ -158,7 +159,7 @@ def test_vkitti2_centimetres_sky_and_per_camera_intrinsics(tmp_path):
         "vkitti2_Scene01_clone_Camera_1_00000.txt",
         "vkitti2_Scene01_clone_Camera_1_00001.txt",
         "vkitti2_Scene20_clone_Camera_0.txt",
-        "vkitti2_published.txt",
+        "vkitti2_published_248x75.txt",
     ]
     assert (root / "splits/intrinsics/vkitti2_Scene01_clone_Camera_1_00001.txt").read_text().split()[2] == "56.5"
 
@@ -172,7 +173,10 @@ def test_vkitti2_centimetres_sky_and_per_camera_intrinsics(tmp_path):
 
     train_set = build_dataset("vkitti2", "train", (56, 56), root=str(root), max_depth=80.0)
     fog = next(i for i, e in enumerate(train_set.entries) if "fog" in str(e.image))
-    np.testing.assert_allclose(train_set.entries[fog].intrinsics, vkitti2.PUBLISHED_K)
+    # Without intrinsic.txt: the published K, scaled to this copy's 248 x 75 images (it describes 1242 x 375).
+    expected = scale_intrinsics(vkitti2.PUBLISHED_K, 248 / 1242, 75 / 375)
+    np.testing.assert_allclose(train_set.entries[fog].intrinsics, expected, rtol=1e-12)
+    np.testing.assert_allclose(vkitti2.published_intrinsics(1242, 375), vkitti2.PUBLISHED_K)
     sample = train_set[fog, 0]
     assert sample["image"].shape == (3, 56, 56) and sample["has_intrinsics"]
 

@@ -92,3 +92,12 @@ def test_has_fast_bf16_follows_the_cpu_flags():
     if cpuinfo.exists():
         flags = set(cpuinfo.read_text().split())
         assert precision.has_fast_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_teacher_precision(monkeypatch):
+    cpu = torch.device("cpu")
+    assert precision.teacher_uses_bf16("bf16", "fp32", cpu) and not precision.teacher_uses_bf16("fp32", "bf16", cpu)
+    assert precision.teacher_uses_bf16("auto", "bf16", cpu)
+    for native in (True, False):
+        monkeypatch.setattr(precision, "has_fast_bf16", lambda device, native=native: native)
+        assert precision.teacher_uses_bf16("auto", "fp32", cpu) == native

@@ -1,5 +1,6 @@
 """The README stays true: every command it shows names an existing entry point and only flags that entry point
-accepts, every flag of train.py and run.py is documented, and the quick start runs (at its smallest size)."""
+accepts, every flag of train.py, run.py, run_video.py and export.py is documented, and the quick start runs (at its
+smallest size)."""
 
 from __future__ import annotations
 
@@ -49,13 +50,13 @@ def test_readme_commands_use_existing_entry_points_and_flags():
         if call is None:
             continue
         text = help_text(tuple(call))
-        for flag in (w.split("=")[0] for w in words if w.startswith("--")):
-            if words[0] == "torchrun" and flag.startswith("--nproc"):
-                continue
+        script = next((i for i, w in enumerate(words) if w.endswith(".py")), 0)
+        own = words[script:] if words[0] == "torchrun" else words  # torchrun's flags come before the script
+        for flag in (w.split("=")[0] for w in own if w.startswith("--")):
             assert re.search(rf"{re.escape(flag)}\b", text), f"README command uses {flag}, unknown to {call[1:3]}"
 
 
-@pytest.mark.parametrize("module", ["train", "run"])
+@pytest.mark.parametrize("module", ["train", "run", "run_video", "export"])
 def test_every_flag_is_documented(module):
     parser = __import__(module).get_args_parser()
     flags = {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")}

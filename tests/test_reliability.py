@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import PAUSED_SAVE_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, train_args, wait_for
+from helpers import PAUSED_SAVE_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, train_args, wait_for, write_run_data
 
 import train
 from dataset.synthetic import write_synthetic_dataset
@@ -24,11 +24,7 @@ ENV = SUBPROCESS_ENV
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reliability")
-    write_synthetic_dataset(root / "scenes", n_train=8, n_val=2, size=(84, 70), seed=1)
-    torch.manual_seed(0)
-    torch.save(DepthAnythingV2("vits", max_depth=10.0).state_dict(), root / "init.pth")
-    return root
+    return write_run_data(tmp_path_factory.mktemp("reliability"), 8, 2, (84, 70), seed=1)
 
 
 def args_for(data: Path, save_path: Path, *extra: str) -> list[str]:
@@ -130,7 +126,7 @@ def test_a_rank_that_raises_stops_every_rank(data, tmp_path):
     )
     start = time.time()
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script),
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
          *args_for(data, tmp_path / "ddp_fail", "--dist-timeout", "30")],
         env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -190,7 +186,7 @@ def test_corrupt_image_stops_at_start_or_is_skipped_and_logged(data, tmp_path):
     # A file that passes the header check but fails to decode is found at load time: an error naming the list
     # line by default, a skipped and logged sample with --skip-bad-samples.
     (scenes / "splits" / "train.txt").write_text("\n".join([f"images/truncated.png {depth_k}", *lines[1:]]) + "\n")
-    with pytest.raises(Exception, match=r"train.txt:1: .*truncated.png: cannot read image"):
+    with pytest.raises(SystemExit, match=r"train.txt:1: .*truncated.png: cannot read image"):
         train.main(parser.parse_args(argv))
     train.main(parser.parse_args([*argv, "--skip-bad-samples", "--save-path", str(tmp_path / "skip")]))
     assert (tmp_path / "skip" / "latest.pth").exists()

@@ -1,8 +1,11 @@
 """run.py on generated images with tiny random-weight vits models: every output kind, the PLY against the depth
-unprojected with K, intrinsics as a file / a folder / numbers, and a bad image among good ones."""
+unprojected with K, intrinsics as a file / a folder / numbers / focal lengths, a bad image among good ones, the
+official command and its default checkpoint, implausible or mis-sized K, a bad --outdir, a web page saved as a
+checkpoint, and the 16-bit PNG round trip."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +17,9 @@ import torch
 
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.geometry import make_intrinsics, unproject
-from run import get_args_parser, intrinsics_source, list_images, main, process_image
+from inference.inputs import CameraSource, list_inputs
+from inference.raw_depth import read_png16, write_png16
+from run import get_args_parser, main, write_outputs
 from util.checkpoint import save_checkpoint
 from util.dist import resolve_device
 from util.ply import read_ply
@@ -113,25 +118,12 @@ def test_metric_ply_equals_depth_unprojected_with_K(models, images, tmp_path):
     np.testing.assert_allclose(grid[..., 2], depth, rtol=1e-6)
 
 
-class _FixedDepthModel:
-    """Stands in for a metric model whose prediction has invalid pixels (0, negative, NaN, inf)."""
-
-    max_depth = 10.0
-    cam_encoder = None
-
-    def __init__(self, depth: np.ndarray) -> None:
-        self.depth = depth
-
-    def infer_image(self, raw_image: np.ndarray, input_size: int, intrinsics: np.ndarray | None) -> np.ndarray:
-        return self.depth
-
-
 def test_ply_drops_invalid_depth(images, tmp_path):
     depth = np.full((96, 128), 2.0, dtype=np.float32)
-    depth[0, :4] = [0.0, -1.0, np.nan, np.inf]
+    depth[0, :4] = [0.0, -1.0, np.nan, np.inf]  # a metric prediction with invalid pixels
     K = make_intrinsics(100.0, 100.0, 64.0, 48.0)
     args = get_args_parser().parse_args(["--load-from", "x", "--img-path", "x", "--save-ply", "--save-numpy"])
-    process_image(_FixedDepthModel(depth), images / "a.png", K, args, tmp_path)
+    write_outputs(cv2.imread(str(images / "a.png")), depth, K, True, args, tmp_path / "a")
     points, colors = read_ply(tmp_path / "a.ply")
     assert len(points) == 96 * 128 - 4
     np.testing.assert_allclose(points, unproject(depth, K).reshape(-1, 3)[4:], rtol=1e-6)
@@ -148,7 +140,7 @@ def test_intrinsics_from_a_file_a_folder_and_numbers(models, images, tmp_path):
     np.save(tmp_path / "Ks" / "a.npy", K_a)
     np.save(tmp_path / "Ks" / "b.npy", K_b)
     outputs = {}
-    np.testing.assert_array_equal(intrinsics_source(str(tmp_path / "K.txt"))(images / "a.png"), K_a)
+    np.testing.assert_array_equal(CameraSource(str(tmp_path / "K.txt"), None, None)(images / "a.png", 128, 96), K_a)
     for name, spec in [("npy", tmp_path / "K.npy"), ("numbers", "150,150,64,48")]:
         out = tmp_path / name
         argv = ["--load-from", ckpt, "--img-path", images / "a.png", "--outdir", out, "--save-numpy", "--save-ply"]
@@ -229,10 +221,10 @@ def test_refused_at_start(models, images, tmp_path, capsys):
     base = ["--img-path", images / "a.png", "--outdir", tmp_path / "o"]
     cases = [
         (["--load-from", metric, "--save-ply"], "--save-ply needs a metric model"),
-        (["--load-from", rel, "--save-ply", "--intrinsics", "1,1,1,1"], "--save-ply needs a metric model"),
+        (["--load-from", rel, "--save-ply", "--intrinsics", "100,100,63.5,47.5"], "--save-ply needs a metric model"),
         (["--load-from", metric, "--encoder", "vitb"], "trained with encoder 'vits' but 'vitb'"),
         (["--load-from", rel, "--encoder", "vitl"], "checkpoint is vits"),
-        (["--load-from", models["ours_relative"], "--max-depth", "20"], "this checkpoint is a relative model"),
+        (["--load-from", models["ours_relative"], "--max-depth", "20"], "relative model"),
         (["--load-from", metric, "--intrinsics", "1,2,3"], "not a file, a folder, or four numbers"),
         (["--load-from", metric, "--intrinsics=-5,5,3,3"], "focal lengths must be positive"),
         (["--load-from", tmp_path / "none.pth"], "checkpoint file not found"),
@@ -247,16 +239,17 @@ def test_refused_at_start(models, images, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_list_images_and_intrinsics_source(images, tmp_path):
-    assert [p.name for p, origin in list_images(str(images))] == ["a.png", "b.jpg"]
+def test_list_inputs_and_camera_source(images, tmp_path):
+    assert [p.name for p, origin in list_inputs(str(images))[0]] == ["a.png", "b.jpg"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
-        list_images(str(tmp_path / "empty"))
+        list_inputs(str(tmp_path / "empty"))
     (tmp_path / "list.txt").write_text("# nothing\n\n")
     with pytest.raises(ValueError, match="list.txt: the image list is empty"):
-        list_images(str(tmp_path / "list.txt"))
-    assert intrinsics_source(None)(images / "a.png") is None
-    np.testing.assert_array_equal(intrinsics_source("1,2,3,4")(images / "a.png"), make_intrinsics(1, 2, 3, 4))
+        list_inputs(str(tmp_path / "list.txt"))
+    assert CameraSource(None, None, None)(images / "a.png", 128, 96) is None
+    K = make_intrinsics(100, 110, 63, 47)
+    np.testing.assert_array_equal(CameraSource("100,110,63,47", None, None)(images / "a.png", 128, 96), K)
 
 
 def test_resolve_device():
@@ -276,3 +269,138 @@ def test_command_line_entry_point(models, images, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "camera-aware model; intrinsics go into the camera encoder" in result.stderr
     assert (tmp_path / "b.png").is_file() and len(read_ply(tmp_path / "b.ply")[0]) == 84 * 112
+
+
+def test_official_command_loads_the_default_checkpoint(models, images, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "depth_anything_v2_vits.pth").write_bytes(models["relative"][0].read_bytes())
+    cmd = [sys.executable, str(ROOT / "run.py"), "--encoder", "vits", "--img-path", str(images), "--outdir",
+           "depth_vis", "--input-size", SIZE, "--pred-only", "--grayscale"]  # fmt: skip
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    grey = cv2.imread(str(tmp_path / "depth_vis" / "a.png"))
+    assert grey.shape == (96, 128, 3) and (grey[..., 0] == grey[..., 2]).all()
+    assert sorted(p.name for p in (tmp_path / "depth_vis").iterdir()) == ["a.png", "b.png"]
+
+
+def test_missing_default_checkpoint_says_where_to_get_it(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run("--encoder", "vitb", "--img-path", images, "--outdir", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "depth_anything_v2_vitb.pth is used, but it is not in" in err and str(tmp_path / "checkpoints") in err
+    assert "https://huggingface.co/depth-anything/Depth-Anything-V2-Base into checkpoints/" in err
+    assert run("--img-path", images, "--max-depth", "20", "--outdir", tmp_path / "o") == 2
+    assert "--max-depth needs a metric checkpoint: add --load-from" in capsys.readouterr().err
+
+
+def test_focal_length_flags_centre_the_principal_point(models, images, tmp_path, capsys):
+    ckpt = models["metric"][0]
+    argv = ["--load-from", ckpt, "--img-path", images / "a.png", "--save-numpy", "--save-ply"]
+    assert run(*argv, "--outdir", tmp_path / "f", "--focal-length-x", "150", "--focal-length-y", "140") == 0
+    assert run(*argv, "--outdir", tmp_path / "k", "--intrinsics", "150,140,63.5,47.5") == 0
+    depth = np.load(tmp_path / "f" / "a.npy")
+    np.testing.assert_array_equal(depth, np.load(tmp_path / "k" / "a.npy"))
+    K = make_intrinsics(150.0, 140.0, 63.5, 47.5)
+    np.testing.assert_allclose(read_ply(tmp_path / "f" / "a.ply")[0].reshape(96, 128, 3), unproject(depth, K), 1e-5)
+    for extra, message in [
+        (["--focal-length-y", "140"], "--focal-length-y needs --focal-length-x"),
+        (["--focal-length-x", "150", "--intrinsics", "150,150,64,48"], "either --intrinsics or --focal-length"),
+        (["--focal-length-x", "0"], "focal lengths must be positive"),
+    ]:
+        assert run(*argv, "--outdir", tmp_path / "x", *extra) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_implausible_intrinsics_are_refused_naming_the_cause(models, images, tmp_path, capsys):
+    """Issue 16: K in millimetres, normalised K, a principal point far outside, skew (a 128 x 96 image)."""
+    ckpt = models["metric"][0]
+    (tmp_path / "skew.txt").write_text("100 5 63 0 100 47 0 0 1\n")
+    cases = [
+        ("3.9,3.9,64,48", "fx=3.9 px is implausibly small for an image 128 px across"),
+        ("0.9,0.9,0.5,0.5", "look normalised by the image size; K must be in pixels"),
+        ("1000,1000,3000,3000", "cx=3000 lies far outside the image (128 px across): is K for an image of another"),
+        (tmp_path / "skew.txt", "K has skew or shear terms (5, 0)"),
+    ]
+    for spec, message in cases:
+        assert run("--load-from", ckpt, "--img-path", images, "--outdir", tmp_path / "o", "--intrinsics", spec) == 2
+        err = capsys.readouterr().err
+        assert f"--intrinsics {spec}" in err and message in err and f"checked against {images / 'a.png'}" in err
+    assert not (tmp_path / "o").exists()
+    # One K of a folder in millimetres: that image fails, naming its K file; the others are written.
+    (tmp_path / "Ks").mkdir()
+    np.save(tmp_path / "Ks" / "a.npy", make_intrinsics(150.0, 150.0, 64.0, 48.0))
+    np.save(tmp_path / "Ks" / "b.npy", make_intrinsics(4.2, 4.2, 2.8, 2.1))
+    assert (
+        run("--load-from", ckpt, "--img-path", images, "--outdir", tmp_path / "k", "--intrinsics", tmp_path / "Ks") == 1
+    )
+    assert f"K from {tmp_path / 'Ks' / 'b.npy'} does not fit this 112 x 84 px input" in capsys.readouterr().err
+
+
+def test_one_K_for_images_of_other_sizes_is_scaled_with_a_warning(models, images, tmp_path, caplog, capsys):
+    ckpt = models["metric"][0]
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    a = cv2.imread(str(images / "a.png"))
+    cv2.imwrite(str(folder / "a.png"), a)
+    cv2.imwrite(str(folder / "c_half.png"), cv2.resize(a, (64, 48), interpolation=cv2.INTER_AREA))
+    cv2.imwrite(str(folder / "d_rotated.png"), cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE))
+    argv = ["--load-from", ckpt, "--img-path", folder, "--save-numpy", "--intrinsics", "150,150,63.5,47.5"]
+    assert run(*argv, "--outdir", tmp_path / "o") == 1
+    assert "c_half.png: 64 x 48 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px" in caplog.text
+    assert "K scaled by 0.5 x 0.5 to fx 75.0, fy 75.0, cx 31.5, cy 23.5 px" in caplog.text
+    err = capsys.readouterr().err
+    assert "d_rotated.png: 96 x 128 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px images" in err
+    assert "of another aspect ratio (rotated by 90 degrees" in err
+    assert "(rotated by 90 degrees: EXIF orientation?)" in err and "--intrinsics FOLDER" in err
+    argv = ["--load-from", ckpt, "--img-path", folder / "c_half.png", "--outdir", tmp_path / "c", "--save-numpy"]
+    assert run(*argv, "--intrinsics", "75,75,31.5,23.5") == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "c_half.npy"), np.load(tmp_path / "c" / "c_half.npy"))
+
+
+def test_bad_outdir_and_bad_files_are_found_before_any_work(models, images, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    missing = tmp_path / "missing.pth"  # the outdir is checked first: no checkpoint is read for these
+    for outdir, message in [
+        (tmp_path / "file", f"--outdir {tmp_path / 'file'}: is a file, not a folder"),
+        (tmp_path / "file" / "sub", f"{tmp_path / 'file'} is a file, so no folder can be made below it"),
+    ]:
+        assert run("--load-from", missing, "--img-path", images, "--outdir", outdir) == 2
+        assert message in capsys.readouterr().err
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("inference.inputs.tempfile.TemporaryFile", refuse)
+        assert run("--load-from", missing, "--img-path", images, "--outdir", tmp_path / "ro" / "out") == 2
+    err = capsys.readouterr().err
+    assert f"cannot write in {tmp_path} (Permission denied); choose a folder you can write to" in err
+    assert run("--load-from", page, "--img-path", images, "--outdir", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert f"{page}: not a checkpoint (it starts with '<!DOCTYPE html>'" in err and "re-download it" in err
+    with pytest.raises(ValueError, match=r"intrinsics must be a 3x3 matrix, got shape \(4, 4\)"):
+        models["metric"][1].infer_image(cv2.imread(str(images / "a.png")), 70, intrinsics=np.eye(4))
+
+
+def test_png16_round_trip(models, images, tmp_path):
+    for kind in ("metric", "relative"):
+        ckpt = models[kind][0]
+        out = tmp_path / kind
+        assert run("--load-from", ckpt, "--img-path", images, "--outdir", out, "--save-numpy", "--save-png16") == 0
+        for stem in ("a", "b"):
+            depth, png = np.load(out / f"{stem}.npy"), cv2.imread(str(out / f"{stem}.depth16.png"), -1)
+            assert png.dtype == np.uint16 and png.shape == depth.shape
+            if kind == "metric":
+                assert not (out / f"{stem}.depth16.json").exists()
+                np.testing.assert_array_equal(png, np.round(depth.astype(np.float64) * 1000))  # millimetres
+                np.testing.assert_allclose(read_png16(out / f"{stem}.depth16.png"), depth, atol=5e-4)
+            else:
+                scale = json.loads((out / f"{stem}.depth16.json").read_text())["scale"]
+                assert png.max() == 65535 and scale == pytest.approx(depth.max() / 65535)
+                np.testing.assert_allclose(read_png16(out / f"{stem}.depth16.png"), depth, atol=scale / 2 + 1e-7)
+    depth = np.array([[0.0, np.nan, -1.0, 1e-4], [70.0, np.inf, 1.2344, 65.535]], dtype=np.float32)
+    write_png16(tmp_path / "edge", depth, metric=True)
+    stored = cv2.imread(str(tmp_path / "edge.depth16.png"), -1)
+    np.testing.assert_array_equal(stored, [[0, 0, 0, 1], [65535, 0, 1234, 65535]])

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from helpers import ROOT, read_jsonl, train_args
+from helpers import ROOT, read_jsonl, train_args, write_run_data
 
 import train
-from dataset.synthetic import write_synthetic_dataset
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.loading import read_checkpoint
 from util.optim import build_optimizer
@@ -22,12 +22,7 @@ from util.optim import build_optimizer
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """6 train and 5 val synthetic images (an odd count, so evaluation shards are uneven), and a teacher."""
-    root = tmp_path_factory.mktemp("data")
-    write_synthetic_dataset(root / "scenes", n_train=6, n_val=5, size=(112, 84), seed=0)
-    torch.manual_seed(0)
-    teacher = DepthAnythingV2("vits", max_depth=10.0)
-    torch.save(teacher.state_dict(), root / "teacher.pth")
-    return root
+    return write_run_data(tmp_path_factory.mktemp("data"), 6, 5, (112, 84), seed=0, name="teacher.pth")
 
 
 def base_args(data: Path, save_path: Path, *extra: str) -> list[str]:
@@ -74,7 +69,7 @@ def test_camera_distillation_run_writes_everything_and_resumes(data, tmp_path):
         "train/loss",
         "train/loss_gt",
         "train/loss_distill",
-        "train/lr",
+        "train/lr_head",
         "eval/abs_rel",
         "eval/d1",
         "eval/zoom_slope",
@@ -109,7 +104,7 @@ def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
     save_path = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         str(ROOT / "train.py"), *base_args(data, save_path, "--epochs", "1", "--use-camera-intrinsics"),
     ]  # fmt: skip
     subprocess.run(command, check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
@@ -123,15 +118,6 @@ def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
     single_eval = json.loads((single / "eval.json").read_text())
     for key, value in single_eval.items():
         assert ddp_eval[f"eval/{key}"] == pytest.approx(value, rel=1e-12, abs=1e-15), key
-
-
-def test_teacher_precision(monkeypatch):
-    cpu = torch.device("cpu")
-    assert train.teacher_uses_bf16("bf16", "fp32", cpu) and not train.teacher_uses_bf16("fp32", "bf16", cpu)
-    assert train.teacher_uses_bf16("auto", "bf16", cpu)
-    for native in (True, False):
-        monkeypatch.setattr(train, "has_fast_bf16", lambda device, native=native: native)
-        assert train.teacher_uses_bf16("auto", "fp32", cpu) == native
 
 
 def test_poly_schedule_first_and_last_values():
@@ -161,7 +147,8 @@ def test_cached_teacher_targets_equal_fresh_ones(data, tmp_path):
     """With an identity augmentation (crop = image size, no zoom, no flip), the cached and warped teacher map is
     the teacher's prediction on the training input itself."""
     from dataset import GenericDatasetWithIntrinsics
-    from util.distill import FrozenTeacher, cache_teacher_predictions
+    from util.distill import FrozenTeacher
+    from util.teacher_cache import cache_teacher_predictions
 
     teacher = FrozenTeacher(str(data / "teacher.pth"), torch.device("cpu"), max_depth=10.0)
     for head in (teacher.model.depth_head.scratch.output_conv2[0], teacher.model.depth_head.scratch.output_conv2[2]):
@@ -174,8 +161,8 @@ def test_cached_teacher_targets_equal_fresh_ones(data, tmp_path):
         photometric=False,
         teacher_cache=tmp_path / "cache",
     )
-    assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == len(dataset)
-    assert cache_teacher_predictions(teacher, dataset, tmp_path / "cache", input_size=84) == 0  # kept, not redone
+    assert cache_teacher_predictions(teacher, dataset, input_size=84) == (len(dataset), 0, [])
+    assert cache_teacher_predictions(teacher, dataset, input_size=84) == (0, len(dataset), [])  # kept, not redone
     for index in range(2):
         sample = dataset[(index, 0)]
         fresh = teacher(sample["image"][None])[0]
@@ -188,6 +175,34 @@ def test_training_with_a_cached_teacher(data, tmp_path):
     extra = ["--epochs", "1", "--use-camera-intrinsics", "--use-distillation", "--cache-teacher",
              "--teacher-checkpoint", str(data / "teacher.pth")]  # fmt: skip
     train.main(train.get_args_parser().parse_args(base_args(data, save_path, *extra)))
-    assert len(list((save_path / "teacher_cache").glob("*.npy"))) == 6
+    assert len(list((save_path / "teacher_cache").glob("*/*.npy"))) == 6
     events = read_jsonl(save_path / "metrics.jsonl")
     assert all(e["train/loss_distill"] >= 0 for e in events if "train/loss_distill" in e)
+
+
+def test_each_evaluation_writes_validation_panels_to_tensorboard(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    save_path = tmp_path / "panels"
+    train.main(train.get_args_parser().parse_args(base_args(data, save_path, "--epochs", "2")))
+    (events,) = save_path.glob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert sorted(accumulator.Tags()["images"]) == ["eval/images/0", "eval/images/1", "eval/images/2"]
+    shots = accumulator.Images("eval/images/0")
+    assert [s.step for s in shots] == [3, 6]  # one per evaluation, at its global iteration
+    # image | prediction | truth | error, each 112 x 84 (the ground truth's size), 4 px gaps
+    assert (shots[0].width, shots[0].height) == (4 * 112 + 3 * 4, 84)
+
+
+def test_evaluation_panel_shares_one_range_for_prediction_and_truth():
+    from util.vis import evaluation_panel
+
+    gt = np.tile(np.linspace(1.0, 5.0, 20), (10, 1))
+    valid = np.ones_like(gt, dtype=bool)
+    valid[0] = False
+    panel = evaluation_panel(np.zeros((10, 20, 3), np.uint8), gt.copy(), gt, valid)
+    W = 20
+    pred_panel, truth_panel = panel[:, W + 4 : 2 * W + 4], panel[:, 2 * W + 8 : 3 * W + 8]
+    np.testing.assert_array_equal(pred_panel[1:], truth_panel[1:])  # a perfect prediction looks like the truth
+    assert (truth_panel[0] == 0).all() and not (pred_panel[0] == 0).all()  # invalid truth is black

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from depth_anything_v2.loading import load_weights, read_checkpoint
+from depth_anything_v2.loading import load_weights
 
 from .dist import get_rng_state, set_rng_state
 from .metric import LOWER_IS_BETTER
@@ -33,6 +33,8 @@ class TrainState:
         skipped: steps skipped for a non-finite loss or gradient, over the run.
         consecutive_skipped: skipped steps in a row, up to the last one.
         previous_best: best value of every evaluation metric so far (|zoom_slope| for the zoom slope).
+        evaluated_iteration: the iteration whose weights were last evaluated (-1: none yet), so that a run
+            resumed after a kill inside an evaluation runs it again, and none runs twice.
     """
 
     total_iters: int
@@ -42,6 +44,7 @@ class TrainState:
     skipped: int = 0
     consecutive_skipped: int = 0
     previous_best: dict[str, float] = field(default_factory=dict)
+    evaluated_iteration: int = -1
 
 
 def training_checkpoint(
@@ -50,9 +53,11 @@ def training_checkpoint(
     scaler: torch.amp.GradScaler | None,
     state: TrainState,
     args: argparse.Namespace,
+    world_size: int,
 ) -> dict:
     """Everything a resume needs, as tensors and primitives only (loadable with weights_only=True)."""
     return {
+        "world_size": world_size,
         "model": model.state_dict(),
         "model_config": model.config,
         "optimizer": optimizer.state_dict(),
@@ -63,18 +68,35 @@ def training_checkpoint(
     }
 
 
+def check_resume_matches(ckpt: dict, path: str, args: argparse.Namespace, world_size: int) -> None:
+    """Refuse to resume with another per-process batch size, accumulation or number of processes: the saved
+    position in the schedule and in the sampler's shard are counted in steps of that size, so they would be
+    misread."""
+    saved = ckpt.get("args", {})
+    for flag, before, now in (
+        ("--bs", saved.get("bs"), args.bs),
+        ("--accum-iter", saved.get("accum_iter", 1), args.accum_iter),
+        ("the number of processes (torchrun --nproc_per_node x --nnodes)", ckpt.get("world_size"), world_size),
+    ):
+        if before is not None and before != now:
+            raise SystemExit(
+                f"{path} was trained with {flag} {before}, this run has {now}: a resume must keep it (its schedule "
+                f"and sampler position count steps of that size); resume with {before}, or start a new run "
+                "with --pretrained-from"
+            )
+
+
 def resume(
-    path: Path,
+    ckpt: dict,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     state: TrainState,
-) -> dict:
-    """Load a `training_checkpoint` into the model, optimizer, scaler, RNG and `state` (in place).
+) -> None:
+    """Load a `training_checkpoint` (already read) into the model, optimizer, scaler, RNG and `state` (in place).
 
-    `state.total_iters` keeps the value of the current run. Returns the checkpoint read.
+    `state.total_iters` keeps the value of the current run.
     """
-    ckpt = read_checkpoint(path)
     load_weights(model, ckpt)
     optimizer.load_state_dict(ckpt["optimizer"])
     if scaler and ckpt.get("scaler"):
@@ -83,7 +105,6 @@ def resume(
         if item.name != "total_iters" and item.name in ckpt:
             setattr(state, item.name, ckpt[item.name])
     set_rng_state(ckpt["rng"])
-    return ckpt
 
 
 def write_temporary(obj: dict, path: Path) -> Path:

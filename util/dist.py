@@ -62,8 +62,28 @@ def init_distributed(device_name: str = "auto", timeout_s: float = 600.0) -> Dis
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://", timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    dist.init_process_group(backend, store=_attempt_store(rank, world_size, timeout), rank=rank, world_size=world_size,
+                            timeout=timeout)  # fmt: skip
     return DistInfo(rank, world_size, local_rank, device)
+
+
+def _attempt_store(rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store of this worker group, with its keys under the restart attempt's own prefix.
+
+    After an elastic restart (torchrun --max-restarts), torchrun's agent keeps its store, so the keys the dead
+    attempt wrote (its ranks' addresses) are still there and gloo would connect to processes that no longer exist.
+    Separate prefixes per TORCHELASTIC_RESTART_COUNT give each attempt a clean rendezvous.
+    """
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world_size,
+        is_master=not agent_store and rank == 0,
+        timeout=timeout,
+    )
+    return dist.PrefixStore(f"attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def cleanup_distributed() -> None:

@@ -6,25 +6,34 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.protocol import EvalProtocol, eval_crop_mask
+from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
 
-from .checkpoint import TrainState
+from .checkpoint import TrainState, update_best
 from .dist import DistInfo, all_reduce_sum
 from .distill import student_loss
 from .logger import AverageMeter, MetricsWriter
 from .metric import MetricAccumulator
+from .monitor import CollapseMonitor, prediction_spread
 from .optim import get_lr, set_lr
 from .precision import autocast_context
+from .vis import evaluation_panel
 from .zoom import zoom_slope
 
 logger = logging.getLogger(__name__)
+
+
+PANEL_IMAGES = 3  # validation images shown in TensorBoard at each evaluation
 
 
 class NonFiniteLossError(RuntimeError):
@@ -37,14 +46,23 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def panel_of(image: Tensor, pred: Tensor, gt: Tensor, valid: Tensor) -> np.ndarray:
+    """`evaluation_panel` of one validation sample: (3, h, w) normalised network input, (H, W) prediction, truth
+    and valid mask at the ground truth's size."""
+    rgb = image.float().cpu() * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    rgb = F.interpolate(rgb[None], gt.shape, mode="bilinear", align_corners=False)[0]
+    rgb = (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return evaluation_panel(rgb, pred.cpu().numpy(), gt.cpu().numpy(), valid.cpu().numpy())
+
+
 def finite_on_every_rank(loss: Tensor, grad_norm: Tensor, info: DistInfo) -> bool:
     """Whether the loss and the gradient norm are finite on all processes (one all-reduce)."""
     finite = torch.tensor(float(bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))), device=loss.device)
     return all_reduce_sum(finite).item() == info.world_size
 
 
-def record_skipped_step(state: TrainState, it: int, batch: dict, args: argparse.Namespace, writer) -> None:
-    """Count a skipped step; NonFiniteLossError (naming the batch's images) after too many in a row."""
+def record_skipped_step(state: TrainState, it: int, images: list[str], args: argparse.Namespace, writer) -> None:
+    """Count a skipped step; NonFiniteLossError (naming the step's images) after too many in a row."""
     state.skipped += 1
     state.consecutive_skipped += 1
     logger.warning(
@@ -55,7 +73,7 @@ def record_skipped_step(state: TrainState, it: int, batch: dict, args: argparse.
     if state.consecutive_skipped >= args.max_skipped_steps:
         raise NonFiniteLossError(
             f"{state.consecutive_skipped} consecutive steps had a NaN/inf loss or gradient; stopping. "
-            f"Images of the last batch: {list(batch['image_path'])}. latest.pth holds the last good weights."
+            f"Images of the last batch: {images}. latest.pth holds the last good weights."
         )
 
 
@@ -67,24 +85,68 @@ def log_step(
     terms: dict[str, float],
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
+    last_iter: int,
 ) -> None:
-    """One training log line and its TensorBoard / metrics.jsonl event; `terms` are the loss's parts."""
+    """One training log line and its TensorBoard / metrics.jsonl event; `terms` are the loss's parts, `last_iter`
+    the iteration the run stops at."""
     scalars = {**scalars, **{f"train/{k}": v for k, v in terms.items()}, "train/skipped": state.skipped}
-    scalars.update({f"train/lr_{g['name']}": g["lr"] for g in optimizer.param_groups})
-    scalars["train/lr"] = optimizer.param_groups[0]["lr"]
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups if not g["name"].endswith("_no_decay")}
+    scalars.update({f"train/lr_{name}": lr for name, lr in lrs.items()})
     if scaler:
         scalars["train/loss_scale"] = scaler.get_scale()
     writer.write(it, scalars, epoch=state.epoch)
     logger.info(
-        "epoch %d iter %d/%d loss %.4f (%s) lr %.2e %.1f samples/s",
+        "epoch %d iter %d/%d loss %.4f (%s) lr %s spread %.3f %.1f samples/s",
         state.epoch,
         it,
-        state.total_iters,
+        last_iter,
         scalars["train/loss"],
-        " ".join(f"{k} {v:.4f}" for k, v in terms.items()),
-        scalars["train/lr"],
+        " ".join(f"{k} {v:.3e}" for k, v in terms.items()),
+        " ".join(f"{name} {lr:.2e}" for name, lr in lrs.items()),
+        scalars["train/pred_spread"],
         scalars["train/samples_per_sec"],
     )
+
+
+def micro_batches(loader: DataLoader, accum_iter: int) -> Iterator[list[dict]]:
+    """The loader's batches in groups of `accum_iter`, one group per optimizer step; an incomplete last group is
+    dropped (the schedule counts whole steps)."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accum_iter:
+            yield group
+            group = []
+
+
+def forward_backward(
+    model: nn.Module,
+    teacher: nn.Module | None,
+    batch: dict,
+    args: argparse.Namespace,
+    info: DistInfo,
+    scaler: torch.amp.GradScaler | None,
+    sync: bool,
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """Loss of one micro-batch and its backward, scaled by 1 / accum_iter so that the accumulated gradient is that
+    of the whole step's batch. Without `sync`, DDP skips its gradient all-reduce (`no_sync`).
+
+    Returns:
+        (loss, loss terms, prediction), detached; the loss is the micro-batch's own (unscaled).
+    """
+    with model.no_sync() if info.distributed and not sync else nullcontext():
+        with autocast_context(info.device, args.precision):
+            pred = model(batch["image"], batch["intrinsics"], batch["has_intrinsics"])
+            # A cached teacher prediction comes with the batch, warped like the ground truth.
+            teacher_depth = batch.get("teacher_depth")
+            if teacher_depth is None and teacher is not None:
+                teacher_depth = teacher(batch["image"])
+        loss, terms = student_loss(
+            pred.float(), batch, args.min_depth, args.max_depth, teacher_depth, args.distill_weight
+        )
+        scaled = loss / args.accum_iter
+        (scaler.scale(scaled) if scaler else scaled).backward()
+    return loss.detach(), terms, pred.detach()
 
 
 def train_one_epoch(
@@ -98,8 +160,10 @@ def train_one_epoch(
     info: DistInfo,
     writer: MetricsWriter | None,
     save_fn: Callable[[], None],
+    monitor: CollapseMonitor,
 ) -> None:
-    """One pass over the loader from `state.epoch_step`; advances `state`.
+    """One pass over the loader from `state.epoch_step`; advances `state` by one per optimizer step, each of
+    `args.accum_iter` micro-batches. `monitor` watches for a collapse.
 
     A step whose loss or gradient is not finite on any rank is skipped on every rank and counted; after
     `args.max_skipped_steps` in a row, NonFiniteLossError names the images of the last batch.
@@ -107,22 +171,18 @@ def train_one_epoch(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     meter = AverageMeter()
+    last_iter = min(state.total_iters, args.max_steps) if args.max_steps else state.total_iters
     start_time, start_it = time.time(), state.iteration
-    for batch in loader:
+    for group in micro_batches(loader, args.accum_iter):
         it = state.iteration
         set_lr(optimizer, get_lr(it, state.total_iters, args.lr, args.warmup_iters))
-        batch = to_device(batch, info.device)
-        x = batch["image"]
-        with autocast_context(info.device, args.precision):
-            pred = model(x, batch["intrinsics"], batch["has_intrinsics"])
-            # A cached teacher prediction comes with the batch, warped like the ground truth.
-            teacher_depth = batch.get("teacher_depth")
-            if teacher_depth is None and teacher is not None:
-                teacher_depth = teacher(x)
-        loss, terms = student_loss(
-            pred.float(), batch, args.min_depth, args.max_depth, teacher_depth, args.distill_weight
-        )
-        (scaler.scale(loss) if scaler else loss).backward()
+        losses, parts = [], []
+        for i, batch in enumerate(group):
+            batch = group[i] = to_device(batch, info.device)
+            loss, terms, pred = forward_backward(model, teacher, batch, args, info, scaler, i == len(group) - 1)
+            losses.append(loss)
+            parts.append(terms)
+        loss = torch.stack(losses).mean()
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad if args.clip_grad > 0 else math.inf)
@@ -137,18 +197,26 @@ def train_one_epoch(
         state.iteration += 1
         state.epoch_step += 1
         if not finite:
-            record_skipped_step(state, it, batch, args, writer)
+            record_skipped_step(state, it, [p for b in group for p in b["image_path"]], args, writer)
             continue
         state.consecutive_skipped = 0
         meter.update(loss.item())
         if writer and it % args.log_interval == 0:
             elapsed = max(time.time() - start_time, 1e-9)
+            spread, saturated = prediction_spread(pred, batch["image_valid"], args.max_depth)
+            samples = (it + 1 - start_it) * len(group) * batch["image"].shape[0] * info.world_size
             scalars = {
                 "train/loss": loss.item(),
                 "train/grad_norm": grad_norm.item(),
-                "train/samples_per_sec": (it + 1 - start_it) * x.shape[0] * info.world_size / elapsed,
+                "train/pred_spread": spread,
+                "train/pred_saturated": saturated,
+                "train/samples_per_sec": samples / elapsed,
             }
-            log_step(writer, state, it, scalars, {k: v.item() for k, v in terms.items()}, optimizer, scaler)
+            terms = {k: torch.stack([t[k] for t in parts]).mean().item() for k in parts[0]}
+            log_step(writer, state, it, scalars, terms, optimizer, scaler, last_iter)
+            warning = monitor.update(spread, saturated, args.lr)
+            if warning:
+                logger.warning("%s", warning)
         if args.save_every and state.iteration % args.save_every == 0:
             save_fn()
         if args.max_steps and state.iteration >= args.max_steps:
@@ -158,13 +226,19 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, dataset: Dataset, protocol: EvalProtocol, args: argparse.Namespace, info: DistInfo
+    model: nn.Module,
+    dataset: Dataset,
+    protocol: EvalProtocol,
+    args: argparse.Namespace,
+    info: DistInfo,
+    panels: list[np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Metrics over the whole validation set under `protocol`, identical for any number of processes.
 
     Each rank takes every world_size-th image (no padding, no duplicates); per-metric sums and counts are
     all-reduced. Predictions are resized (bilinear) to the ground truth's size. `zoom_slope` is averaged over
     images with intrinsics (d log depth / d log zoom; 0 is camera-aware, -1 reads scale from apparent size).
+    With `panels`, the first PANEL_IMAGES images of this rank's shard are appended as `evaluation_panel`s.
     """
     model.eval()
     shard = Subset(dataset, list(range(info.rank, len(dataset), info.world_size)))
@@ -186,6 +260,8 @@ def evaluate(
         valid = batch["depth_valid"] & (gt >= protocol.min_depth) & (gt <= protocol.max_depth)
         valid = valid & eval_crop_mask(gt.shape[-2], gt.shape[-1], protocol.crop).to(gt.device)
         metrics.update(pred, gt, valid)
+        if panels is not None and len(panels) < PANEL_IMAGES:
+            panels.append(panel_of(batch["image"][0], pred[0], gt[0], valid[0]))
         if args.zoom_factor > 1 and bool(batch["has_intrinsics"].all()):
             slopes = zoom_slope(
                 predict, batch["image"], batch["intrinsics"], batch["image_valid"], args.zoom_factor, net_pred
@@ -198,3 +274,26 @@ def evaluate(
     if zoom[1] > 0:
         results["zoom_slope"] = (zoom[0] / zoom[1]).item()
     return results
+
+
+def evaluate_and_record(
+    model: nn.Module,
+    dataset: Dataset,
+    protocol: EvalProtocol,
+    args: argparse.Namespace,
+    info: DistInfo,
+    state: TrainState,
+    writer: MetricsWriter | None,
+    save: Callable[[str], None],
+) -> None:
+    """Evaluate the current weights, log and write the metrics and the validation panels, and save best.pth when
+    abs_rel improved."""
+    panels: list[np.ndarray] = []
+    results = evaluate(model, dataset, protocol, args, info, panels if writer else None)
+    logger.info("epoch %d eval: %s", state.epoch, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    if writer:
+        writer.write(state.iteration, {f"eval/{k}": v for k, v in results.items()}, epoch=state.epoch)
+        writer.write_images(state.iteration, {f"eval/images/{i}": panel for i, panel in enumerate(panels)})
+    state.evaluated_iteration = state.iteration
+    if update_best(state.previous_best, results):
+        save("best.pth")

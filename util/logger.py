@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+
+import numpy as np
 
 
 def setup_logging(save_path: str | Path | None, is_main: bool) -> None:
@@ -20,6 +23,11 @@ def setup_logging(save_path: str | Path | None, is_main: bool) -> None:
         handlers=handlers,
         force=True,
     )
+
+
+def finite_or_null(values: dict[str, float]) -> dict[str, float | None]:
+    """The values with NaN and inf as None, so that json.dumps writes valid JSON (null, not a bare NaN)."""
+    return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in values.items()}
 
 
 class MetricsWriter:
@@ -43,8 +51,15 @@ class MetricsWriter:
         if self.tensorboard is not None:
             for tag, value in scalars.items():
                 self.tensorboard.add_scalar(tag, value, step)
-        self.jsonl.write(json.dumps({"step": step, **extra, **scalars}) + "\n")
+        self.jsonl.write(json.dumps(finite_or_null({"step": step, **extra, **scalars}), allow_nan=False) + "\n")
         self.jsonl.flush()
+
+    def write_images(self, step: int, images: dict[str, np.ndarray]) -> None:
+        """(H, W, 3) uint8 RGB images to TensorBoard at global step `step` (not to the jsonl)."""
+        if self.tensorboard is not None:
+            for tag, image in images.items():
+                self.tensorboard.add_image(tag, image, step, dataformats="HWC")
+            self.tensorboard.flush()
 
     def close(self) -> None:
         if self.tensorboard is not None:

@@ -7,15 +7,17 @@ processes and get exactly the numbers of a single process, however the images ar
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from dataset.io import DataError
+
 METRIC_NAMES = ("d1", "d2", "d3", "abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog")
 LOWER_IS_BETTER = frozenset(("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog"))
 _SUM_KEYS = (*METRIC_NAMES, "count")
+# Images with fewer valid ground-truth pixels are not counted, as in the official Depth Anything V2 evaluation.
+MIN_VALID_PIXELS = 10
 
 # Non-positive predictions would make the log metrics -inf; they are floored here (metres) so one bad pixel
 # gives a large finite error instead of a NaN for the whole evaluation. NaN predictions stay NaN.
@@ -23,7 +25,8 @@ _MIN_PRED = 1e-6
 
 
 def depth_metric_sums(pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, Tensor]:
-    """Per-image metrics over valid pixels, summed over the images that have at least one valid pixel.
+    """Per-image metrics over valid pixels, summed over the images with at least MIN_VALID_PIXELS valid pixels
+    (as the official evaluation, which skips the others).
 
     With p, g the predicted and true depth and d = ln p - ln g: d1, d2, d3 = fraction of max(p/g, g/p) below
     1.25, 1.25^2, 1.25^3; abs_rel = mean(|p - g| / g); sq_rel = mean((p - g)^2 / g); rmse = sqrt(mean((p - g)^2));
@@ -42,7 +45,7 @@ def depth_metric_sums(pred: Tensor, target: Tensor, valid: Tensor) -> dict[str, 
     p = torch.where(valid, pred, 1.0).clamp_min(_MIN_PRED)
     g = torch.where(valid, target, 1.0)
     n = valid.sum(dim=(1, 2))
-    has = n > 0
+    has = n >= MIN_VALID_PIXELS
 
     def mean(x: Tensor) -> Tensor:
         return torch.where(valid, x, 0.0).sum(dim=(1, 2)) / n.clamp_min(1)
@@ -95,8 +98,16 @@ class MetricAccumulator:
         self.sums = dict(zip(_SUM_KEYS, packed.to(home).unbind()))
 
     def compute(self) -> dict[str, float]:
-        """Means over images, {name: value} in METRIC_NAMES order; NaN for every metric when no image counted."""
+        """Means over images, {name: value} in METRIC_NAMES order.
+
+        Raises:
+            DataError: no image was counted (no valid ground truth anywhere): the metrics would be undefined.
+        """
         count = float(self.sums["count"])
         if count == 0:
-            return {name: math.nan for name in METRIC_NAMES}
+            raise DataError(
+                f"evaluation: no image has {MIN_VALID_PIXELS} or more valid ground-truth pixels inside the evaluation "
+                "range and crop, so the metrics are undefined: check --depth-scale (the depth units), --max-depth and "
+                "--min-depth, and --eval-min-depth / --eval-max-depth / --eval-crop"
+            )
         return {name: float(self.sums[name]) / count for name in METRIC_NAMES}

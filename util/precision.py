@@ -78,3 +78,12 @@ def compile_frozen(model: torch.nn.Module) -> torch.nn.Module:
     """
     model.compile(options={"freezing": True})
     return model
+
+
+def teacher_uses_bf16(teacher_precision: str, precision: str, device: torch.device) -> bool:
+    """Whether the frozen teacher runs under bf16 autocast (its depth stays within 0.5 % median of fp32,
+    tests/test_precision.py): when asked, or with 'auto' where the student runs in half precision or the device
+    runs bf16 natively."""
+    if teacher_precision != "auto":
+        return teacher_precision == "bf16"
+    return precision != "fp32" or has_fast_bf16(device)

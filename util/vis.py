@@ -79,3 +79,37 @@ def side_by_side(image_bgr: np.ndarray, depth_bgr: np.ndarray, gap: int = 50) ->
         raise ValueError(f"image {image_bgr.shape} and depth {depth_bgr.shape} must both be (H, W, 3) of one size")
     separator = np.full((image_bgr.shape[0], gap, 3), 255, dtype=np.uint8)
     return np.concatenate([image_bgr.astype(np.uint8), separator, depth_bgr.astype(np.uint8)], axis=1)
+
+
+def evaluation_panel(
+    image: np.ndarray, pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, max_error: float = 0.5
+) -> np.ndarray:
+    """One validation image for TensorBoard: image | predicted depth | true depth | relative error.
+
+    Prediction and truth share one colour range (the true depth's 1st to 99th percentile), so a wrong scale shows
+    as a colour shift; the error |pred - gt| / gt runs from 0 (blue) to `max_error` (red). Pixels without valid
+    ground truth are black in the truth and error panels.
+
+    Args:
+        image: (H, W, 3) uint8 RGB at the ground truth's size.
+        pred, gt: (H, W) depth in metres.
+        valid: (H, W) bool, valid ground truth.
+        max_error: relative error at the top of its colour range.
+
+    Returns:
+        (H, 4 W + 3 gaps, 3) uint8 RGB.
+    """
+    values = gt[valid] if valid.any() else np.array([0.0, 1.0])
+    lo, hi = np.percentile(values, [1, 99])
+    truth = np.where(valid, gt, np.nan)
+    error = np.where(valid, np.abs(pred - gt) / np.maximum(gt, 1e-6), np.nan)
+    panels = [
+        colorize(pred, lo, hi)[..., ::-1],
+        colorize(truth, lo, hi)[..., ::-1],
+        colorize(error, 0.0, max_error, reverse=True)[..., ::-1],
+    ]
+    gap = np.full((image.shape[0], 4, 3), 255, dtype=np.uint8)
+    parts = [image.astype(np.uint8)]
+    for panel in panels:
+        parts += [gap, panel]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))

@@ -19,6 +19,7 @@ import numpy as np
 
 from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
+from ..filelist import format_line
 from ..io import DataError
 from ..protocol import EvalProtocol, NamedDataset
 from .folders import folder_intrinsics
@@ -132,7 +133,9 @@ def scan(root: Path, val_fraction: float = 0.05, split_csv: Path | None = None) 
                     reason = f"not in {split_csv.name}" if key not in partitions else "not in the public release"
                     skipped.append((str(image.relative_to(root)), reason if split is None else f"partition {split!r}"))
                     continue
-            splits[split].append(f"{image.relative_to(root)} {depth.relative_to(root)} intrinsics/{k_name}")
+            splits[split].append(
+                format_line([str(image.relative_to(root)), str(depth.relative_to(root)), f"intrinsics/{k_name}"])
+            )
     return {"splits": splits, "intrinsics": intrinsics, "skipped": skipped}
 
 

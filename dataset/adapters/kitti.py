@@ -18,6 +18,7 @@ import numpy as np
 
 from depth_anything_v2.geometry import make_intrinsics
 
+from ..filelist import format_line
 from ..io import DataError, read_depth
 from ..protocol import EvalProtocol, NamedDataset
 
@@ -107,7 +108,7 @@ def scan(root: Path, depth_dir: str | Path = "data_depth_annotated", eigen_test:
         if calibs[date, camera] is None:
             skipped.append((_rel(image, root), f"no usable calibration for {date}"))
             return None
-        return f"{_rel(image, root)} {_rel(depth, root)} intrinsics/{calibs[date, camera]}"
+        return format_line([_rel(image, root), _rel(depth, root), f"intrinsics/{calibs[date, camera]}"])
 
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for folder in ("train", "val"):

@@ -15,6 +15,7 @@ import numpy as np
 
 from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
+from ..filelist import format_line
 from ..io import DataError, read_depth
 from ..protocol import EvalProtocol, NamedDataset
 from .folders import folder_intrinsics
@@ -61,7 +62,9 @@ def scan(root: Path) -> dict:
                 if not depth.is_file():
                     skipped.append((str(image.relative_to(root)), "no sync_depth png"))
                     continue
-                splits[split].append(f"{image.relative_to(root)} {depth.relative_to(root)} intrinsics/{k_name}")
+                splits[split].append(
+                    format_line([str(image.relative_to(root)), str(depth.relative_to(root)), f"intrinsics/{k_name}"])
+                )
     if not splits["train"] and not splits["test"]:
         raise DataError(
             f"{root}: no NYU frames (expected sync/<scene>/rgb_NNNNN.jpg + sync_depth_NNNNN.png and/or "

@@ -16,8 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from depth_anything_v2.geometry import make_intrinsics
+from depth_anything_v2.geometry import make_intrinsics, scale_intrinsics
 
+from ..filelist import format_line
+from ..headers import read_image_header
 from ..io import DataError
 from ..protocol import EvalProtocol, NamedDataset
 
@@ -25,8 +27,9 @@ NAME = "vkitti2"
 MAX_DEPTH = 80.0
 EVAL_PROTOCOL = EvalProtocol(crop="none", min_depth=1e-3, max_depth=80.0)
 FAR_PLANE_CM = 65535
-# Every camera of every scene in the release; used when a scene's intrinsic.txt is missing.
+# Every camera of every scene in the release (1242 x 375 images); used when a scene's intrinsic.txt is missing.
 PUBLISHED_K = make_intrinsics(725.0087, 725.0087, 620.5, 187.0)
+PUBLISHED_SIZE = (1242, 375)
 VAL_VARIATION, VAL_CAMERA = "clone", "Camera_0"
 _SCENE = re.compile(r"Scene\d+")
 
@@ -96,26 +99,40 @@ def scan(root: Path, val_scenes: tuple[str, ...] = ("Scene20",)) -> dict:
             continue
         view = (scene, variation, camera)
         if view not in camera_files:
-            camera_files[view] = _camera_intrinsics(view, tables, intrinsics, notes)
+            camera_files[view] = _camera_intrinsics(view, image, tables, intrinsics, notes)
         k_name = camera_files[view].get(frame) or camera_files[view].get(None)
         if k_name is None:
             notes.append(f"{scene}/{variation}/{camera} frame {frame}: not in intrinsic.txt, using the published K")
-            k_name = "vkitti2_published.txt"
-            intrinsics[k_name] = PUBLISHED_K
+            k_name = _published(image, intrinsics)
         split = "val" if scene in val_scenes else "train"
-        splits[split].append(f"{image.relative_to(root)} {depths[key].relative_to(root)} intrinsics/{k_name}")
+        splits[split].append(
+            format_line([str(image.relative_to(root)), str(depths[key].relative_to(root)), f"intrinsics/{k_name}"])
+        )
     return {"splits": splits, "intrinsics": intrinsics, "skipped": skipped, "notes": notes}
 
 
-def _camera_intrinsics(view: tuple[str, str, str], tables: dict, intrinsics: dict, notes: list) -> dict:
-    """{frame or None (all frames): K file name} for one (scene, variation, camera); fills `intrinsics`."""
+def published_intrinsics(width: int, height: int) -> np.ndarray:
+    """PUBLISHED_K for images of `width` x `height` pixels (a resized copy: K scaled with the image)."""
+    return scale_intrinsics(PUBLISHED_K, width / PUBLISHED_SIZE[0], height / PUBLISHED_SIZE[1])
+
+
+def _published(image: Path, intrinsics: dict) -> str:
+    """The file name of the published K at the size of `image` (read from its header), added to `intrinsics`."""
+    width, height, _ = read_image_header(image)
+    name = f"vkitti2_published_{width}x{height}.txt"
+    intrinsics[name] = published_intrinsics(width, height)
+    return name
+
+
+def _camera_intrinsics(view: tuple[str, str, str], image: Path, tables: dict, intrinsics: dict, notes: list) -> dict:
+    """{frame or None (all frames): K file name} for one (scene, variation, camera) whose first frame is `image`;
+    fills `intrinsics`."""
     scene, variation, camera = view
     path = tables.get((scene, variation))
     rows = read_vkitti2_intrinsics(path).get(int(camera.split("_")[-1]), {}) if path else {}
     if not rows:
         notes.append(f"{scene}/{variation}/{camera}: no intrinsic.txt rows, using the published K")
-        intrinsics["vkitti2_published.txt"] = PUBLISHED_K
-        return {None: "vkitti2_published.txt"}
+        return {None: _published(image, intrinsics)}
     prefix = f"vkitti2_{scene}_{variation}_{camera}"
     if len(set(rows.values())) == 1:
         intrinsics[f"{prefix}.txt"] = make_intrinsics(*next(iter(rows.values())))

@@ -1,0 +1,224 @@
+"""Backend benchmark: one image through each runtime run.py offers, for our camera-aware model with K, and the
+official Depth Anything V2 code in the same run when its path is given.
+
+    python benchmarks/bench_backends.py                                    # vits and vitb at 518 x 518
+    python benchmarks/bench_backends.py --official ~/Depth-Anything-V2     # + the official code's rows
+    python benchmarks/bench_backends.py --quick --out /tmp/backends.json   # smoke run: vits at 70 px
+
+Our rows go through the runners of run.py (`inference.backends`): torch fp32 and bf16 autocast, ONNX Runtime fp32, and
+OpenVINO fp32 and bf16 on the graph of export.py (bf16 only where the CPU runs it natively). The official rows
+(--official PATH, a clone of github.com/DepthAnything/Depth-Anything-V2): its DepthAnythingV2 in torch fp32 and bf16
+autocast, and its graph exported with torch.onnx on ONNX Runtime and OpenVINO. Its package is also called
+depth_anything_v2, so it runs in a subprocess that imports it from PATH. Without --official those rows and the
+targets that compare with them are left out. Weights are random (speed does not depend on them); every row runs
+in a fresh process and reports the median of its timed calls after warm-up. Writes the JSON (--out) and a
+markdown table beside it (.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import openvino
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from perf_tools import cpu_model, time_runs  # noqa: E402
+from report import save_report  # noqa: E402
+
+from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2  # noqa: E402
+from depth_anything_v2.geometry import canonical_intrinsics  # noqa: E402
+from inference.backends import ModelInfo, OnnxRunner, TorchRunner  # noqa: E402
+from inference.onnx_export import export_onnx  # noqa: E402
+from util.precision import has_fast_bf16, tune_allocator  # noqa: E402
+
+# Issue 17: the fastest of our rows against OpenVINO bf16 on the official graph, and against official torch bf16.
+TARGETS = {"openvino_official": 1.1, "torch_official": 0.45}
+
+# Runs one official row: argv = official repo, benchmarks folder, the case as JSON; prints the result as JSON.
+OFFICIAL_CODE = """
+import json, statistics, sys, tempfile, time
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import numpy as np, torch
+from perf_tools import time_runs
+from depth_anything_v2.dpt import DepthAnythingV2
+case = json.loads(sys.argv[3])
+torch.set_num_threads(case["threads"])
+torch.manual_seed(0)
+model = DepthAnythingV2(**case["config"]).eval()
+x = torch.randn(1, 3, case["size"], case["size"])
+if case["runtime"] == "torch":
+    dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
+    def run():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=case["precision"] == "bf16"):
+            return model(x)
+else:
+    path = tempfile.mkdtemp() + "/official.onnx"
+    with torch.no_grad():
+        torch.onnx.export(model, (x,), path, input_names=["image"], output_names=["depth"], dynamo=True)
+    feed = {"image": x.numpy()}
+    if case["runtime"] == "onnxruntime":
+        import onnxruntime as ort
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        run = lambda: session.run(None, feed)
+    else:
+        import openvino as ov
+        hint = {"INFERENCE_PRECISION_HINT": "bf16" if case["precision"] == "bf16" else "f32"}
+        compiled = ov.Core().compile_model(path, "CPU", hint)
+        run = lambda: compiled(feed)
+times = time_runs(run, case["warmup"], case["repeats"])
+print(json.dumps({**case, "seconds": statistics.median(times), "times": times}))
+"""
+
+
+def _ours(case: dict) -> dict:
+    """One row of ours, in this (fresh) process: the runner run.py builds for the backend, a 1-image batch with K."""
+    tune_allocator()
+    torch.set_num_threads(case["threads"])
+    torch.manual_seed(0)
+    model = DepthAnythingV2(case["encoder"], max_depth=20.0, use_camera_intrinsics=True).eval()
+    size = case["size"]
+    images = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    K = canonical_intrinsics(size, size)[None].astype(np.float32)
+    extra = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if case["runtime"] == "torch":
+            runner = TorchRunner(model, torch.device("cpu"), case["precision"])
+        else:
+            start = time_runs(lambda: export_onnx(model, Path(tmp) / "model.onnx", size, size), 0, 1)
+            extra["export_seconds"] = start[0]
+            graph = Path(tmp) / "model.onnx"
+            info = ModelInfo.of(model)
+            runner = OnnxRunner(case["runtime"], case["precision"], info, lambda height, width: graph)
+        times = time_runs(lambda: runner(images, K), case["warmup"], case["repeats"])
+    return {**case, "seconds": statistics.median(times), "times": times, **extra}
+
+
+def run_case(case: dict, official: str | None) -> dict:
+    """One row in a fresh process: spawned for ours, `python -c OFFICIAL_CODE` for the official code."""
+    if case["code"] == "official":
+        argv = [sys.executable, "-c", OFFICIAL_CODE, official, str(ROOT / "benchmarks"), json.dumps(case)]
+        output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        result = json.loads(output.strip().splitlines()[-1])
+    else:
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            result = pool.submit(_ours, case).result()
+    print(json.dumps({k: v for k, v in result.items() if k not in ("times", "config")}), flush=True)
+    return result
+
+
+def plan(args: argparse.Namespace, native_bf16: bool) -> list[dict]:
+    """The rows of one run: per encoder, ours on every backend, then the official code's when --official is given."""
+    size, reps = (70, {"warmup": 1, "repeats": 3}) if args.quick else (518, {"warmup": 2, "repeats": 7})
+    runtimes = [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
+    runtimes += [("openvino", "bf16")] if native_bf16 else []
+    cases = []
+    for encoder in args.encoders or (["vits"] if args.quick else ["vits", "vitb"]):
+        base = {"encoder": encoder, "size": size, "threads": args.threads, **reps}
+        cases += [{**base, "code": "ours", "runtime": r, "precision": p} for r, p in runtimes]
+        if args.official:
+            config = MODEL_CONFIGS[encoder]
+            cases += [{**base, "code": "official", "runtime": r, "precision": p, "config": config} for r, p in runtimes]
+    return cases
+
+
+def _find(results: list[dict], **match: object) -> dict | None:
+    return next((r for r in results if all(r.get(k) == v for k, v in match.items())), None)
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    """The issue's two targets per encoder, for the rows measured: [{'target', 'value', 'limit', 'met'}]."""
+    checks = []
+    for encoder in dict.fromkeys(r["encoder"] for r in results):
+        ours = [r for r in results if r["encoder"] == encoder and r["code"] == "ours"]
+        fastest = min(ours, key=lambda r: r["seconds"])
+        label = f"{encoder}: fastest of ours ({fastest['runtime']} {fastest['precision']})"
+        for key, runtime in (("openvino_official", "openvino"), ("torch_official", "torch")):
+            reference = _find(results, encoder=encoder, code="official", runtime=runtime, precision="bf16")
+            if reference is None:
+                reference = _find(results, encoder=encoder, code="official", runtime=runtime, precision="fp32")
+            if reference is not None:
+                value = fastest["seconds"] / reference["seconds"]
+                name = f"{label} / official {runtime} {reference['precision']}"
+                limit = TARGETS[key]
+                checks.append({"target": name, "value": value, "limit": f"<= {limit}", "met": value <= limit})
+    return checks
+
+
+def markdown(report: dict) -> str:
+    """The run as a markdown table and the targets."""
+    meta = report["meta"]
+    lines = [
+        f"Command: `{meta['command']}`  ",
+        f"{meta['date']}, {meta['cpu']}, torch {meta['torch']}, onnxruntime {meta['onnxruntime']}, openvino "
+        f"{meta['openvino']}, {meta['threads']} torch threads, native bf16: {meta['native_bf16']}; load average "
+        f"{meta['load_average_before'][0]:.2f} before the run. Batch 1, one image with K (ours).",
+        "",
+        "| encoder | code | runtime | precision | size px | median s | export s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        export = f"{r['export_seconds']:.1f}" if "export_seconds" in r else ""
+        lines.append(f"| {r['encoder']} | {r['code']} | {r['runtime']} | {r['precision']} | {r['size']} | "
+                     f"{r['seconds']:.4f} | {export} |")  # fmt: skip
+    lines += ["", "| target | measured | required | met |", "|---|---|---|---|"]
+    for c in report["targets"]:
+        lines.append(f"| {c['target']} | {c['value']:.3f} | {c['limit']} | {'yes' if c['met'] else 'NO'} |")
+    if not report["targets"]:
+        lines.append("| (needs the official rows: --official PATH) | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoders", nargs="+", help="default: vits vitb (--quick: vits)")
+    parser.add_argument("--official", help="a clone of the official Depth-Anything-V2 repository: adds its rows")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 70 px, 3 timed calls")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "backend_results.json"), help="JSON (.md beside)")
+    return parser
+
+
+def run_meta(args: argparse.Namespace, native_bf16: bool, load_before: tuple) -> dict:
+    """Where and how the run was made: command, date, machine, versions, threads, load before it."""
+    return {
+        "command": "python benchmarks/bench_backends.py " + " ".join(sys.argv[1:]),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__,
+        "threads": args.threads,
+        "native_bf16": native_bf16,
+        "load_average_before": load_before,
+    }
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Run every row of `plan`, write the JSON and the markdown table, return the report."""
+    if args.official and not (Path(args.official) / "depth_anything_v2" / "dpt.py").is_file():
+        raise SystemExit(f"--official {args.official}: no depth_anything_v2/dpt.py there; give the official repo")
+    native_bf16 = has_fast_bf16(torch.device("cpu"))
+    load_before = os.getloadavg()
+    results = [run_case(case, args.official) for case in plan(args, native_bf16)]
+    report = {"meta": run_meta(args, native_bf16, load_before), "results": results, "targets": summarize(results)}
+    save_report(report, args.out, markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

@@ -1,0 +1,66 @@
+"""benchmarks/bench_backends.py: its rows, its targets and table, and one row of ours and of the official code (a
+stand-in: a copy of our model package, which has the official package's name and constructor) in fresh processes."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_backends  # noqa: E402
+
+
+def _args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(bench_backends.get_args_parser().parse_args([])), **kw})
+
+
+def test_plan_has_a_row_per_backend_and_encoder():
+    rows = {(c["encoder"], c["code"], c["runtime"], c["precision"], c["size"]) for c in
+            bench_backends.plan(_args(official="/x"), native_bf16=True)}  # fmt: skip
+    for encoder in ("vits", "vitb"):
+        for code in ("ours", "official"):
+            for runtime, precision in [("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"),
+                                       ("openvino", "fp32"), ("openvino", "bf16")]:  # fmt: skip
+                assert (encoder, code, runtime, precision, 518) in rows
+    assert len(rows) == 20
+    without = bench_backends.plan(_args(), native_bf16=False)
+    assert {c["code"] for c in without} == {"ours"}
+    assert ("openvino", "bf16") not in {(c["runtime"], c["precision"]) for c in without}  # no native bf16
+    assert {c["size"] for c in bench_backends.plan(_args(quick=True), native_bf16=True)} == {70}
+
+
+def test_targets_and_table():
+    row = {"encoder": "vits", "size": 518}
+    results = [
+        {**row, "code": "ours", "runtime": "torch", "precision": "bf16", "seconds": 0.2},
+        {**row, "code": "ours", "runtime": "openvino", "precision": "bf16", "seconds": 0.1, "export_seconds": 9.0},
+        {**row, "code": "official", "runtime": "torch", "precision": "bf16", "seconds": 0.25},
+        {**row, "code": "official", "runtime": "openvino", "precision": "bf16", "seconds": 0.095},
+    ]
+    checks = {c["target"]: c for c in bench_backends.summarize(results)}
+    ov = checks["vits: fastest of ours (openvino bf16) / official openvino bf16"]
+    assert ov["value"] == pytest.approx(0.1 / 0.095) and ov["met"]
+    torch_check = checks["vits: fastest of ours (openvino bf16) / official torch bf16"]
+    assert torch_check["value"] == pytest.approx(0.4) and torch_check["met"]
+    meta = {"command": "c", "date": "d", "cpu": "x", "torch": "t", "onnxruntime": "o", "openvino": "v", "threads": 2,
+            "native_bf16": True, "load_average_before": (0.5, 0.5, 0.5)}  # fmt: skip
+    table = bench_backends.markdown({"meta": meta, "results": results, "targets": list(checks.values())})
+    assert "| vits | ours | openvino | bf16 | 518 | 0.1000 | 9.0 |" in table
+    assert "needs the official rows" in bench_backends.markdown({"meta": meta, "results": results, "targets": []})
+
+
+def test_one_row_of_ours_and_of_the_official_code(tmp_path):
+    shutil.copytree(ROOT / "depth_anything_v2", tmp_path / "depth_anything_v2")
+    case = {"encoder": "vits", "size": 28, "threads": 1, "warmup": 0, "repeats": 1, "runtime": "torch",
+            "precision": "fp32"}  # fmt: skip
+    ours = bench_backends.run_case({**case, "code": "ours"}, None)
+    official = bench_backends.run_case({**case, "code": "official", "config": {"encoder": "vits", "features": 64,
+                                        "out_channels": [48, 96, 192, 384]}}, str(tmp_path))  # fmt: skip
+    assert ours["seconds"] > 0 and official["seconds"] > 0 and len(official["times"]) == 1
+    with pytest.raises(SystemExit, match="no depth_anything_v2/dpt.py there"):
+        bench_backends.main(_args(official=str(tmp_path / "nothing")))
