@@ -1,177 +1,174 @@
-"""Does the camera help? Three students on synthetic scenes seen through 30-90 degree cameras:
+"""Does the camera help? Train on ONE camera, test through others (issue 21).
 
-    A: no camera (also the teacher of C)
-    B: camera intrinsics, no zoom augmentation
-    C: camera intrinsics + zoom augmentation, distilled from A
+Synthetic scenes of known metric size (dataset/synthetic.py) are rendered through a single 60 degree camera for
+training, and new scenes through cameras of 25 to 110 degrees for testing, in bins of focal ratio f_test / f_train
+(0.40 to 2.60). That is the situation of Depth Anything V2's metric models, trained on one camera family and run
+through other lenses. Models (vits, from random initialisation; B, C, D start from A's weights):
 
-Each is evaluated on a test split of new scenes and new cameras: abs_rel, d1 and zoom_slope
-(d log depth / d log zoom: 0 = camera-aware, -1 = depth read from apparent size alone).
+    A: no camera, no zoom (the focal-blind teacher)
+    B: camera intrinsics, no zoom augmentation (sees one K only)
+    C: camera intrinsics + zoom augmentation 0.4-2.5 + distilled from A (cached teacher)
+    D: C without the distillation (optional)
 
-    python experiments/focal_experiment.py                     # 2 seeds, about 35 minutes on 2 CPU cores
-    python experiments/focal_experiment.py --seeds 0 --quick   # a smoke run of a few minutes
+B, C, D are trained with the backbone trained (`--backbone trained`) and/or frozen (`--backbone frozen`, the
+guide's recipe). Per model and focal-ratio bin: abs_rel, d1, median(pred / true) (a focal-blind model follows
+1 / ratio), zoom slope; a constant median-depth predictor as a baseline; A's training curve; seeds with spread.
 
-Writes experiments/results/focal_experiment.{json,md,png}.
+    python experiments/focal_experiment.py                  # --scale cpu: 3 seeds, A B C, 2 CPU cores
+    python experiments/focal_experiment.py --scale gpu      # larger crops, more steps, all models and recipes
+    python experiments/focal_experiment.py --scale smoke    # end-to-end check, numbers meaningless
+    python experiments/focal_experiment.py --real ../shared/data/real_rgbd   # also real frames (A and C)
+
+train.py runs as a subprocess, `--jobs` at once with `--threads` torch threads each (cpu: 2 x 1, since small
+tensors gain little from a second thread and two threads per process stall when the other core is busy); runs
+go to runs/focal_single_camera/<scale>/seed<N>/, and a rerun reuses every finished run of the same command.
+The evaluation (experiments/focal_eval.py) runs in this process. Writes experiments/results/<name>.json (every
+number per seed, model, bin and test image), <name>.md (tables, the issue's expectations, A's training curve,
+timing), <name>.png (abs_rel and median scale against the focal ratio, A's curve) and <name>_example.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
+import math
 import os
 import shlex
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dataset.synthetic import write_synthetic_dataset  # noqa: E402
+from experiments.focal_eval import (  # noqa: E402
+    constant_predictor,
+    evaluate_bins,
+    evaluate_split,
+    focal_bins,
+    median_train_depth,
+    model_predictor,
+    real_camera_lists,
+    write_test_bins,
+)
+from experiments.focal_jobs import (  # noqa: E402
+    CAMERA_MODELS,
+    MAX_DEPTH,
+    RECIPE_A,
+    RECIPE_CAMERA,
+    SCALES,
+    ZOOM_RANGE,
+    Job,
+    Scale,
+    plan_seed,
+    run_jobs,
+)
+from experiments.focal_report import read_curve, write_outputs  # noqa: E402
 
-METRICS = ("abs_rel", "d1", "zoom_slope")
-
-
-def run(command: list[str], log: Path, threads: int) -> None:
-    print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with open(log, "a") as f:
-        subprocess.run(command, check=True, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, env=env)
-
-
-def train_and_eval(name: str, extra: list[str], cfg: dict, work: Path, log: Path) -> dict:
-    """Train one variant, then evaluate its last checkpoint on the test split; returns the eval metrics."""
-    py, save = sys.executable, work / name
-    common = ["--encoder", "vits", "--img-size", str(cfg["crop"]), "--max-depth", "20", "--bs", str(cfg["bs"]),
-              "--workers", "0", "--precision", "bf16", "--device", "cpu", "--seed", str(cfg["seed"]),
-              "--log-interval", "20", "--zoom-factor", "2"]  # fmt: skip
-    run([py, "train.py", *common, "--dataset", str(work / "train_data"), "--save-path", str(save),
-         "--eval-interval", "1000", *extra], log, cfg["threads"])  # fmt: skip
-    camera = ["--use-camera-intrinsics"] if "--use-camera-intrinsics" in extra else []
-    run([py, "train.py", *common, *camera, "--dataset", str(work / "test_data"), "--eval-only",
-         "--pretrained-from", str(save / "latest.pth"), "--save-path", str(save / "test_eval")],
-        log, cfg["threads"])  # fmt: skip
-    return json.loads((save / "test_eval" / "eval.json").read_text())
-
-
-def one_seed(seed: int, cfg: dict, work: Path, log: Path) -> dict[str, dict]:
-    work.mkdir(parents=True, exist_ok=True)
-    size = (cfg["width"], cfg["height"])
-    write_synthetic_dataset(work / "train_data", cfg["n_train"], 16, size, hfov_range=(30, 90), seed=100 + seed)
-    write_synthetic_dataset(work / "test_data", 0, cfg["n_test"], size, val_hfov_range=(30, 90), seed=200 + seed)
-    cfg = {**cfg, "seed": seed}
-    a_ckpt = str(work / "A" / "latest.pth")
-    scratch = ["--no-freeze-dinov2", "--lr", str(cfg["lr"]), "--epochs", str(cfg["epochs_a"])]
-    finetune = ["--no-freeze-dinov2", "--lr", str(cfg["lr"] / 2), "--epochs", str(cfg["epochs_bc"]),
-                "--pretrained-from", a_ckpt, "--use-camera-intrinsics"]  # fmt: skip
-    return {
-        "A": train_and_eval("A", scratch, cfg, work, log),
-        "B": train_and_eval("B", [*finetune, "--no-zoom"], cfg, work, log),
-        "C": train_and_eval("C", [*finetune, "--use-distillation", "--teacher-checkpoint", a_ckpt], cfg, work, log),
-    }
+TRAIN_HFOV = 60.0  # degrees, the one training camera
+TEST_HFOV = (25.0, 110.0)  # degrees, the test cameras
 
 
-def summarise(results: dict[int, dict]) -> dict:
-    summary = {}
-    for variant in ("A", "B", "C"):
-        summary[variant] = {}
-        for metric in METRICS:
-            values = [results[seed][variant][metric] for seed in results]
-            spread = max(values) - min(values) if len(values) > 1 else 0.0
-            summary[variant][metric] = {"mean": statistics.fmean(values), "spread": spread, "values": values}
-    a, c = summary["A"], summary["C"]
-    summary["expectations"] = {
-        "C |zoom_slope| <= 0.15": abs(c["zoom_slope"]["mean"]) <= 0.15,
-        "A zoom_slope < -0.5": a["zoom_slope"]["mean"] < -0.5,
-        "C abs_rel <= 0.7 x A abs_rel": c["abs_rel"]["mean"] <= 0.7 * a["abs_rel"]["mean"],
-    }
-    return summary
+def prepare_seed(seed: int, scale: Scale, args: argparse.Namespace, bins: list) -> tuple[list[Job], list[Path]]:
+    """Write the seed's training scenes (one camera, principal point at the centre) and test scenes (one list per
+    focal-ratio bin); returns its train.py jobs and the test lists."""
+    work = Path(args.work) / f"seed{seed}"
+    size, train_data = (scale.width, scale.height), work / "train_data"
+    if not (train_data / "splits" / "val.txt").is_file():
+        write_synthetic_dataset(train_data, scale.n_train, scale.n_val, size, (TRAIN_HFOV, TRAIN_HFOV),
+                                seed=1000 + seed, principal_jitter=0.0)  # fmt: skip
+    lists = write_test_bins(work / "test_data", bins, scale.per_bin, size, TRAIN_HFOV, seed=2000 + seed)
+    return plan_seed(seed, scale, args.models, args.backbone, train_data, work), lists
 
 
-def markdown(summary: dict, seeds: list[int]) -> str:
-    lines = [
-        f"| model | abs_rel | d1 | zoom_slope |  (mean over seeds {seeds}; +- = max - min between seeds)",
-        "|---|---|---|---|",
-    ]
-    names = {"A": "A: no camera (teacher)", "B": "B: camera, no zoom aug", "C": "C: camera + zoom aug + distill A"}
-    for variant, label in names.items():
-        cells = [f"{summary[variant][m]['mean']:.3f} +- {summary[variant][m]['spread']:.3f}" for m in METRICS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [f"- {rule}: {'yes' if ok else 'NO'}" for rule, ok in summary["expectations"].items()]
-    return "\n".join(lines) + "\n"
+def evaluate_seed(jobs: list[Job], lists: list[Path], scale: Scale, args: argparse.Namespace, examples: dict) -> dict:
+    """Every trained model and the constant baseline on the test bins (and A and C on real frames with --real):
+    {results, curve (A's), real}. The first seed's example images go into `examples`."""
+    device, seed = torch.device(scale.device), jobs[0].seed
+    f_train = (scale.width / 2) / math.tan(math.radians(TRAIN_HFOV / 2)) / min(scale.width, scale.height)
+    options = {"size": scale.crop, "f_train": f_train, "depth_range": (1e-3, MAX_DEPTH), "zoom": 2.0, "device": device}
+    train_list = Path(args.work) / f"seed{seed}" / "train_data" / "splits" / "train.txt"
+    results = {"constant": evaluate_bins(constant_predictor(median_train_depth(train_list)), lists, **options)[0]}
+    predictors = {job.key: model_predictor(job.checkpoint, device, "bf16") for job in jobs}
+    for key, predict in predictors.items():
+        results[key], bin_examples = evaluate_bins(predict, lists, **options)
+        if seed == args.seeds[0]:
+            examples[key] = bin_examples
+    real = {}
+    if args.real:
+        cameras = real_camera_lists(Path(args.real), Path(args.work) / f"seed{seed}" / "real")
+        for key in (k for k in predictors if k.startswith(("A", "C"))):
+            real[key] = {label: evaluate_split(predictors[key], path, **options)[0] for label, path in cameras.items()}
+    return {"results": results, "curve": read_curve(jobs[0].save / "metrics.jsonl"), "real": real}
 
 
-def plot(summary: dict, path: Path) -> None:
-    """Grouped bars per metric (A, B, C) with the seed range as a line; drawn with OpenCV (no matplotlib)."""
-    width, height, margin = 900, 360, 40
-    canvas = np.full((height, width, 3), 255, np.uint8)
-    colours = {"A": (80, 80, 220), "B": (60, 170, 240), "C": (90, 170, 60)}
-    panel = (width - 2 * margin) // len(METRICS)
-    for i, metric in enumerate(METRICS):
-        x0 = margin + i * panel
-        values = [v for variant in "ABC" for v in summary[variant][metric]["values"]]
-        lo, hi = (
-            min(0.0, *values, -1.0 if metric == "zoom_slope" else 0.0),
-            max(0.0, *values, 1.0 if metric == "d1" else 0.0),
-        )
-        span = (hi - lo) or 1.0
-
-        def y(value: float) -> int:
-            return int(height - margin - (value - lo) / span * (height - 3 * margin))
-
-        cv2.line(canvas, (x0 + 10, y(0)), (x0 + panel - 10, y(0)), (0, 0, 0), 1)
-        for j, variant in enumerate("ABC"):
-            stats = summary[variant][metric]
-            bx = x0 + 30 + j * (panel - 60) // 3
-            bw = (panel - 60) // 3 - 10
-            cv2.rectangle(canvas, (bx, y(0)), (bx + bw, y(stats["mean"])), colours[variant], -1)
-            cv2.line(
-                canvas, (bx + bw // 2, y(min(stats["values"]))), (bx + bw // 2, y(max(stats["values"]))), (0, 0, 0), 2
-            )
-            cv2.putText(
-                canvas, variant, (bx + bw // 2 - 6, height - margin + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
-            )
-            label_y = y(stats["mean"]) - 4 if stats["mean"] >= 0 else y(stats["mean"]) + 14
-            cv2.putText(canvas, f"{stats['mean']:.2f}", (bx, label_y), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-        cv2.putText(canvas, metric, (x0 + panel // 2 - 40, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.65, (0, 0, 0), 2)
-    cv2.imwrite(str(path), canvas)
-
-
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale]:
+    """The command line and the scale it selects, with its overrides applied."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run (numbers meaningless)")
-    parser.add_argument("--work", default="runs/focal_experiment", help="scratch folder for data and checkpoints")
-    parser.add_argument("--out", default="experiments/results", help="where the json, md and png go")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads per run (1 on a busy machine)")
-    args = parser.parse_args()
-    cfg = {"n_train": 320, "n_test": 48, "width": 112, "height": 84, "crop": 70, "bs": 8, "lr": 2e-4,
-           "epochs_a": 10, "epochs_bc": 5}  # fmt: skip
-    cfg["threads"] = args.threads
-    if args.quick:
-        cfg.update(n_train=32, n_test=8, epochs_a=1, epochs_bc=1)
-    work, out = REPO / args.work, REPO / args.out
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    results = {seed: one_seed(seed, cfg, work / f"seed{seed}", work / f"seed{seed}.log") for seed in args.seeds}
-    summary = summarise(results)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="budget (default: cpu)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the scale's (cpu, gpu: 0 1 2)")
+    parser.add_argument("--models", nargs="+", choices=("A", *CAMERA_MODELS), help="default: the scale's; A always")
+    parser.add_argument("--backbone", nargs="+", choices=("trained", "frozen"),
+                        help="B, C, D with the backbone trained and/or frozen (default: the scale's)")  # fmt: skip
+    parser.add_argument("--epochs-a", type=int, help="override the scale's epochs of A (pilots)")
+    parser.add_argument("--epochs-cam", type=int, help="override the scale's epochs of B, C, D (pilots)")
+    parser.add_argument("--device", help="override the scale's device (cpu | cuda | mps)")
+    parser.add_argument("--jobs", type=int, help="train.py runs at once (default: the scale's, cpu: 2)")
+    parser.add_argument("--threads", type=int, help="torch threads per run and for the evaluation (cpu: 1)")
+    parser.add_argument("--real", help="real RGB-D frames with K (a list, or a folder with splits/): A and C on them")
+    parser.add_argument("--work", help="scratch folder for data and runs (default: runs/focal_single_camera/<scale>)")
+    parser.add_argument("--out", default=str(REPO / "experiments" / "results"), help="where the results go")
+    parser.add_argument("--name", help="results file name (default: single_camera, single_camera_<scale>)")
+    args = parser.parse_args(argv)
+    overrides = {"epochs_a": args.epochs_a, "epochs_cam": args.epochs_cam, "device": args.device, "jobs": args.jobs,
+                 "threads": args.threads}  # fmt: skip
+    scale = dataclasses.replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
+    args.seeds = args.seeds or list(scale.seeds)
+    args.models = ["A", *sorted(set(args.models or scale.models) - {"A"})]
+    args.backbone = args.backbone or list(scale.backbones)
+    args.work = args.work or str(REPO / "runs" / "focal_single_camera" / args.scale)
+    args.name = args.name or ("single_camera" if args.scale == "cpu" else f"single_camera_{args.scale}")
+    return args, scale
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the data of every seed, train all runs, then evaluate and write the results after each seed."""
+    args, scale = parse_args(argv)
+    torch.set_num_threads(scale.threads)
+    bins = focal_bins(TRAIN_HFOV, TEST_HFOV, scale.n_bins)
     record = {
-        "config": cfg,
-        "seeds": args.seeds,
-        "minutes": (time.time() - start) / 60,
-        "results": results,
-        "summary": summary,
-    }
-    (out / "focal_experiment.json").write_text(json.dumps(record, indent=2))
-    (out / "focal_experiment.md").write_text(markdown(summary, args.seeds))
-    plot(summary, out / "focal_experiment.png")
-    print(markdown(summary, args.seeds))
-    print(f"{record['minutes']:.1f} minutes; results in {out}")
+        "name": args.name,
+        "command": " ".join(shlex.quote(a) for a in ["python", "experiments/focal_experiment.py", *sys.argv[1:]]),
+        "scale": args.scale,
+        "config": dataclasses.asdict(scale),
+        "design": {"train_hfov_deg": TRAIN_HFOV, "test_hfov_deg": TEST_HFOV, "max_depth_m": MAX_DEPTH,
+                   "zoom_range": [float(z) for z in ZOOM_RANGE], "recipe_a": RECIPE_A, "recipe_camera": RECIPE_CAMERA},
+        "bins": [{"lo": b.lo, "hi": b.hi, "label": b.label, "centre": b.centre} for b in bins],
+        "seeds": args.seeds, "models": args.models, "backbones": args.backbone, "real_source": args.real,
+        "load_average_start": os.getloadavg(), "seed_runs": {}, "complete": False,
+    }  # fmt: skip
+    start, examples = time.time(), {}
+    planned = {seed: prepare_seed(seed, scale, args, bins) for seed in args.seeds}
+    record["data_minutes"] = (time.time() - start) / 60
+    # Every seed's A first (B, C, D wait for their A), so that parallel jobs start B, C, D as early as possible.
+    jobs = sorted((job for seed_jobs, _ in planned.values() for job in seed_jobs), key=lambda j: j.after is not None)
+    timing = run_jobs(jobs, scale.jobs, scale.threads, REPO)
+    record["train_minutes"] = (time.time() - start) / 60 - record["data_minutes"]
+    for seed, (seed_jobs, lists) in planned.items():
+        began = time.time()
+        run = evaluate_seed(seed_jobs, lists, scale, args, examples)
+        run["timing"] = [t for t in timing if t["seed"] == seed] + [
+            {"model": "evaluation", "wall_s": time.time() - began}
+        ]
+        record["seed_runs"][str(seed)] = run
+        record["minutes"] = (time.time() - start) / 60
+        record["complete"] = seed == args.seeds[-1]
+        record["load_average_end"] = os.getloadavg()
+        paths = write_outputs(record, examples, Path(args.out))
+        print(f"seed {seed} evaluated after {record['minutes']:.1f} minutes; wrote {', '.join(map(str, paths))}")
 
 
 if __name__ == "__main__":
