@@ -47,6 +47,16 @@ def write_run_data(
     return root
 
 
+def varying_relative_vits() -> DepthAnythingV2:
+    """A seeded random relative vits in eval mode whose disparity varies: a random head's final ReLU is zero
+    everywhere, so its last bias is set to 1."""
+    torch.manual_seed(0)
+    model = DepthAnythingV2("vits").eval()
+    with torch.no_grad():
+        model.depth_head.scratch.output_conv2[2].bias.fill_(1.0)
+    return model
+
+
 def train_args(data: Path, save_path: Path, *extra: str, pretrained: str = "init.pth") -> list[str]:
     """train.py flags of a tiny CPU run on `data/scenes` (vits, 70 px, batch 2), started from `data/pretrained`."""
     return [

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import varying_relative_vits
 
 from dataset.io import DataError
-from depth_anything_v2 import DepthAnythingV2
 from inference.backends import resolve_precision
 from inference.onnx_export import cache_key
 from run import get_args_parser, main
@@ -26,10 +26,7 @@ SIZE = "70"  # 96 x 128 images -> 70 x 98 network inputs
 def data(tmp_path_factory) -> dict:
     """An official-style relative vits state dict, three 96 x 128 images and a 96 x 128 video of 4 frames."""
     folder = tmp_path_factory.mktemp("backends")
-    torch.manual_seed(0)
-    model = DepthAnythingV2("vits").eval()
-    with torch.no_grad():  # a random head's final ReLU is zero everywhere; a bias makes the disparity vary
-        model.depth_head.scratch.output_conv2[2].bias.fill_(1.0)
+    model = varying_relative_vits()
     torch.save(model.state_dict(), folder / "official_vits.pth")
     (folder / "images").mkdir()
     rng = np.random.default_rng(0)

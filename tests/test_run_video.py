@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import varying_relative_vits
 
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.geometry import make_intrinsics
@@ -40,10 +41,7 @@ def write_video(path, frames: int = FRAMES, shift: int = 6) -> None:
 def data(tmp_path_factory) -> dict:
     """checkpoints/depth_anything_v2_vits.pth (official relative layout), a metric camera checkpoint, 2 videos."""
     folder = tmp_path_factory.mktemp("video")
-    torch.manual_seed(0)
-    relative = DepthAnythingV2("vits").eval()
-    with torch.no_grad():  # a random head's final ReLU is zero everywhere; a bias makes the disparity vary
-        relative.depth_head.scratch.output_conv2[2].bias.fill_(1.0)
+    relative = varying_relative_vits()
     (folder / "checkpoints").mkdir()
     torch.save(relative.state_dict(), folder / "checkpoints" / "depth_anything_v2_vits.pth")
     metric = DepthAnythingV2("vits", max_depth=20.0, use_camera_intrinsics=True).eval()

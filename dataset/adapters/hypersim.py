@@ -1,8 +1,8 @@
 """Hypersim (Roberts et al., 2021): photorealistic indoor renderings, the usual Depth Anything V2 metric training set.
 
-Layout (as downloaded): `ai_XXX_YYY/images/scene_cam_NN_final_preview/frame.IIII.tonemap.jpg` and
-`ai_XXX_YYY/images/scene_cam_NN_geometry_hdf5/frame.IIII.depth_meters.hdf5`. The HDF5 'dataset' holds the
-distance from the camera centre along each pixel's ray in metres (NaN where there is no geometry), NOT planar
+Layout (as downloaded): `ai_<volume>_<scene>/images/scene_cam_<camera>_final_preview/frame.<index>.tonemap.jpg` and
+`ai_<volume>_<scene>/images/scene_cam_<camera>_geometry_hdf5/frame.<index>.depth_meters.hdf5`. The HDF5 'dataset'
+holds the distance from the camera centre along each pixel's ray in metres (NaN where there is no geometry), NOT planar
 depth: reading it as depth is wrong by up to 1/cos(half diagonal FOV) ~ 1.4x in the corners.
 
     python -m dataset.prepare hypersim --root DIR [--out dataset/splits/hypersim] [--val-fraction 0.05]
