@@ -32,6 +32,7 @@ from dataset.registry import build_dataset
 from dataset.units import parse_depth_scale
 from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
 from depth_anything_v2.configs import PATCH_SIZE
+from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
 from util.checkpoint import (
     TrainState,
@@ -46,7 +47,7 @@ from util.engine import NonFiniteLossError, evaluate, evaluate_and_record, train
 from util.logger import MetricsWriter, finite_or_null, setup_logging
 from util.monitor import CollapseMonitor
 from util.optim import build_optimizer
-from util.precision import PRECISIONS, teacher_uses_bf16, tune_allocator
+from util.precision import PRECISIONS, choose_kernels, teacher_uses_bf16, tune_allocator
 from util.sampler import ResumableSampler
 from util.settings import check_args, check_run_folder, check_save_path, read_source
 from util.teacher_cache import teacher_cache_dir
@@ -170,6 +171,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="bf16 autocast: faster steps on CPUs with bf16 instructions and on GPUs (benchmarks/results.md); "
         "fp16: CUDA only",
     )
+    runtime.add_argument(
+        "--kernels",
+        default="auto",
+        help="auto: time the attention implementation and the head layout for this batch shape on the first run on "
+        "this machine and cache the fastest (depth_anything_v2/kernels.py); or force some, e.g. attention=sdpa",
+    )
     runtime.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     runtime.add_argument("--seed", type=int, default=0)
     runtime.add_argument("--dist-timeout", type=float, default=600.0, help="seconds a rank waits for a dead peer")
@@ -274,6 +281,8 @@ def main(args: argparse.Namespace) -> None:
         (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
     model = build_model(args, info, source)
     if args.eval_only:
+        choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
+        logger.info("kernels for evaluation: %s", choice.describe())
         results = evaluate(model, val_set, protocol, args, info)
         logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
         if info.is_main:
@@ -289,6 +298,14 @@ def main(args: argparse.Namespace) -> None:
             f"{args.bs} x {args.accum_iter} micro-batches x {info.world_size} processes: lower --bs or --accum-iter"
         )
     teacher = build_teacher(args, info, train_set, val_set)
+    forced = parse_kernels(args.kernels)
+    choice = choose_kernels(model, args.bs, args.img_size, args.precision, "training", forced)
+    logger.info("student kernels for %d x %d px batches of %d: %s", args.img_size, args.img_size, args.bs,
+                choice.describe())  # fmt: skip
+    if teacher is not None and train_set.teacher_cache is None:
+        teacher_precision = "bf16" if teacher.bf16 else "fp32"
+        choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
+        logger.info("teacher kernels: %s", choice.describe())
     sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
     loader = DataLoader(
         train_set,

@@ -1,11 +1,15 @@
-"""Speed benchmark: matmul ceiling, forward latency and FLOP/s, training steps, peak memory, data loading.
+"""Speed benchmark: matmul ceiling, forward latency and FLOP/s, training steps, peak memory, data loading, and
+the official code beside ours.
 
-    python benchmarks/bench.py                              # full run (~15 min on 2 CPU cores), vits/vitb/vitl
-    python benchmarks/bench.py --quick --out /tmp/quick.json  # 1-2 minute smoke run at 70 px
+    python benchmarks/bench.py --official ~/Depth-Anything-V2   # full run, ratios against the official code
+    python benchmarks/bench.py --quick --out /tmp/quick.json      # smoke run at 70 px
     python benchmarks/bench.py --encoders vits vitb
 
 Every configuration runs in a fresh process (peak RSS is a process-lifetime high-water mark), times the median of
-N calls after warm-up, and is compared with the matmul ceiling measured in the same run. Writes the JSON (--out)
+N calls after warm-up, and is compared with the matmul ceiling measured in the same run. Our rows choose their
+kernels as train.py and run.py do (`depth_anything_v2.kernels.tune_kernels`, timed afresh in each process) unless
+a row forces them. The official rows (--official PATH, a clone of github.com/DepthAnything/Depth-Anything-V2) run
+`official_code.py` in a process of their own, with the same allocator settings as ours. Writes the JSON (--out)
 and a markdown table next to it (same name, .md).
 """
 
@@ -18,12 +22,14 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,11 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench_loader import measure_loader  # noqa: E402
-from perf_tools import count_flops, cpu_model, matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
+from official_code import check_official_repo  # noqa: E402
+from perf_tools import count_flops, matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
 from report import markdown, save_report, summarize  # noqa: E402
 
 from depth_anything_v2.dinov2_layers import Attention  # noqa: E402
 from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
+from depth_anything_v2.kernels import cpu_model, machine_key, parse_kernels, tune_kernels  # noqa: E402
 from util.distill import FrozenTeacher, student_loss  # noqa: E402
 from util.precision import GLIBC_TUNABLES, compile_frozen, tune_allocator  # noqa: E402
 
@@ -48,13 +56,15 @@ def _configure(case: dict) -> None:
     torch.set_num_threads(case["threads"])
 
 
-def _build_model(case: dict, **kwargs: object):
-    model = DepthAnythingV2(case["encoder"], **kwargs)
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.impl = case.get("attn", "auto")
-    model.depth_head.channels_last = not case.get("head_nchw", False)
-    return model
+def _choose_kernels(model: torch.nn.Module, case: dict, mode: str) -> dict:
+    """Kernels as the scripts choose them (timed here, with a cache of this process only) or as the row forces;
+    returns the choice and the tuning time for the result."""
+    B, size = case["batch"], case["size"]
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        precision = case["precision"]
+        choice = tune_kernels(model, B, size, size, precision, mode, parse_kernels(case["kernels"]), Path(tmp) / "k")
+    return {"chosen": choice.describe(), "tune_seconds": time.perf_counter() - start}
 
 
 def _autocast(precision: str):
@@ -92,7 +102,8 @@ def _forward(case: dict) -> dict:
     """Inference latency of one (batch, 3, size, size) input; FLOPs counted on the first warm-up call."""
     _configure(case)
     torch.manual_seed(0)
-    model = _build_model(case, max_depth=20.0).eval()
+    model = DepthAnythingV2(case["encoder"], max_depth=20.0).eval()
+    chosen = _choose_kernels(model, case, "inference")
     x = torch.randn(case["batch"], 3, case["size"], case["size"])
 
     def run():
@@ -100,7 +111,7 @@ def _forward(case: dict) -> dict:
             return model(x)
 
     flops = count_flops(run)
-    extra = {}
+    extra = dict(chosen)
     if case.get("compile"):
         model = _compile(model, frozen=True)
         extra["compile_seconds"] = time_runs(run, 0, 1)[0]
@@ -124,19 +135,28 @@ def _count_step_flops(model: torch.nn.Module, step) -> int:
             m.impl = impl
 
 
-def _train(case: dict) -> dict:
-    """One optimisation step of a camera-aware metric student, plus a frozen teacher when case['teacher']: 'bf16' or
-    'fp32' runs it every step, 'cached' reads its prediction from an .npy file (`train.py --cache-teacher`, where
-    the data loader reads and warps it). FLOPs are counted on one more step after the timed ones."""
+def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[list[float], float]] = _timed) -> dict:
+    """One optimisation step of a metric student (camera-aware unless case['camera'] is False), plus a frozen teacher
+    when case['teacher']: 'bf16' or 'fp32' runs it every step, 'cached' reads its prediction from an .npy file
+    (`train.py --cache-teacher`, where the data loader reads and warps it). AdamW as train.py builds it (head
+    lr x10, weight decay 0.01). FLOPs are counted on one more step after the timed ones. `measure(step, case)` runs
+    the steps and returns (seconds per step, CPU share): `_timed`, or a profiler (profile_step.py)."""
     _configure(case)
     torch.manual_seed(0)
-    model = _build_model(case, max_depth=20.0, use_camera_intrinsics=True, cam_token_inject_layer=case["inject"])
+    camera = case.get("camera", True)
+    model = DepthAnythingV2(
+        case["encoder"], max_depth=20.0, use_camera_intrinsics=camera, cam_token_inject_layer=case["inject"]
+    )
     model.pretrained.requires_grad_(not case["frozen"])
     model.pretrained.mask_token.requires_grad_(False)
     model.set_grad_checkpointing(case.get("grad_ckpt", False))
     model.train()
+    chosen = _choose_kernels(model, case, "training")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=5e-6)
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("pretrained.")]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("pretrained.")]
+    groups = [{"params": backbone, "lr": 5e-6}, {"params": rest, "lr": 5e-5}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
     B, size = case["batch"], case["size"]
     f = 0.8 * size
     batch = {
@@ -151,9 +171,11 @@ def _train(case: dict) -> dict:
         teacher = None
         if case["teacher"]:
             path = Path(tmp) / "teacher.pth"
-            torch.save(_build_model(case, max_depth=20.0).state_dict(), path)
+            torch.save(DepthAnythingV2(case["encoder"], max_depth=20.0).state_dict(), path)
             bf16 = case["teacher"] != "fp32"
             teacher = FrozenTeacher(str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=bf16)
+            precision = "bf16" if bf16 else "fp32"
+            tune_kernels(teacher.model, B, size, size, precision, "inference", path=Path(tmp) / "kernels.json")
             if case.get("compile_teacher"):
                 _compile(teacher.model, frozen=True)
         cache = Path(tmp) / "teacher_depth.npy"
@@ -177,12 +199,12 @@ def _train(case: dict) -> dict:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        extra = {}
+        extra = dict(chosen)
         if case.get("compile"):
             forward = _compile(model)
         if case.get("compile") or case.get("compile_teacher"):
             extra["compile_seconds"] = time_runs(step, 0, 1)[0]
-        times, cpu_share = _timed(step, case)
+        times, cpu_share = measure(step, case)
         result = _result(case, times, cpu_share, **extra)
         if case["teacher"] in ("bf16", "fp32"):
             result["teacher_seconds"] = statistics.median(time_runs(teacher_depth, 1, case["repeats"]))
@@ -204,8 +226,22 @@ def _loader(case: dict) -> dict:
 RUNNERS = {"matmul": _matmul, "forward": _forward, "train": _train, "loader": _loader}
 
 
-def run_case(case: dict) -> dict:
-    """Run one configuration in a fresh spawned process; GLIBC_TUNABLES is set for allocator 'env'."""
+def run_official(case: dict, official: str) -> dict:
+    """One row of the official code (official_code.py) in its own process, allocator set as in ours."""
+    argv = [sys.executable, str(ROOT / "benchmarks" / "official_code.py"), official, json.dumps(case)]
+    env = {**os.environ, "GLIBC_TUNABLES": GLIBC_TUNABLES}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    if done.returncode:
+        raise SystemExit(f"the official code failed on {case}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_case(case: dict, official: str | None = None) -> dict:
+    """Run one configuration in a fresh process (spawned for ours); GLIBC_TUNABLES is set for allocator 'env'."""
+    if case.get("code") == "official":
+        result = run_official(case, official)
+        print(json.dumps({k: v for k, v in result.items() if k != "times"}), flush=True)
+        return result
     env_before = os.environ.get("GLIBC_TUNABLES")
     if case.get("allocator") == "env":
         os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES
@@ -229,55 +265,82 @@ def run_settings(quick: bool) -> dict:
     return {"size": 518, "batch": 2, "warmup": 2, "repeats": 7, "train_repeats": 5, "matmul_n": 2048}
 
 
+# Forced kernel combinations timed beside the tuned rows, to show what the tuner's choice is worth.
+KERNEL_COMBOS = [f"attention={a},head_layout={h}" for a in ("sdpa", "explicit") for h in ("channels_last", "nchw")]
+
+
+def interleave(groups: list[list[dict]], rounds: int) -> list[dict]:
+    """Rows compared with each other, run in `rounds` rounds, one process per row and round, in an order that
+    turns around every round (A B C, C B A, ...): a machine that slows down or speeds up during the run then
+    weighs on every row alike, and each ratio is taken between rows measured minutes apart at most."""
+    cases = []
+    for r in range(rounds):
+        for group in groups:
+            cases += [{**case, "round": r} for case in (group if r % 2 == 0 else group[::-1])]
+    return cases
+
+
 def plan(args: argparse.Namespace) -> list[dict]:
-    """The list of configurations of one run."""
+    """The list of configurations of one run: the compared groups in rounds, then the other rows once."""
     settings = run_settings(args.quick)
     size, batch = settings["size"], settings["batch"]
     reps = {"warmup": settings["warmup"], "repeats": settings["repeats"]}
-    base = {"threads": args.threads, "size": size}
-    cases = [{**base, "kind": "matmul", "dtype": dt, "n": settings["matmul_n"]} for dt in ("float32", "bfloat16")]
+    base = {"code": "ours", "threads": args.threads, "size": size, "kernels": "auto", "round": 0}
+    official = {"code": "official"} if args.official else None
+    ceiling = [{**base, "kind": "matmul", "dtype": dt, "n": settings["matmul_n"]} for dt in ("float32", "bfloat16")]
+    train_reps = {"warmup": 1, "repeats": settings["train_repeats"]}
+    train = {**base, **train_reps, "kind": "train", "encoder": "vits", "batch": batch, "teacher": None, "frozen": True}
+    # The official training recipe: a camera-less metric model, backbone trained, SiLog, AdamW.
+    recipe = {**train, "name": "official recipe", "camera": False, "frozen": False, "inject": 0}
+    student = {**train, "name": "student", "inject": 0}
+    compared, once = [], []
     for encoder in args.encoders:
         fwd_reps = {"vitl": {"warmup": 1, "repeats": 3}, "vitg": {"warmup": 1, "repeats": 3}}.get(encoder, reps)
         for precision in ("fp32", "bf16"):
-            cases.append(
-                {**base, **fwd_reps, "kind": "forward", "encoder": encoder, "precision": precision, "batch": 1}
-            )
+            forward = {**base, **fwd_reps, "kind": "forward", "encoder": encoder, "precision": precision, "batch": 1}
+            if official and encoder in ("vits", "vitb"):
+                compared.append([forward, {**forward, **official}])
+            else:
+                once.append(forward)
+    for precision in ("fp32", "bf16"):
+        pair = [{**recipe, "precision": precision}]
+        if official:
+            pair.append({**recipe, **official, "precision": precision})
+        compared.append(pair + [{**student, "precision": precision}] * (precision == "bf16"))
     vits_fwd = {**base, **reps, "kind": "forward", "encoder": "vits", "batch": 1}
     for precision in ("fp32", "bf16"):
-        cases.append({**vits_fwd, "precision": precision, "attn": "sdpa" if precision == "bf16" else "explicit"})
-        cases.append({**vits_fwd, "precision": precision, "head_nchw": True})
+        tuned = {**vits_fwd, "precision": precision}
+        compared.append([tuned] + [{**tuned, "kernels": combo} for combo in KERNEL_COMBOS])
+    tuned_step = {**recipe, "precision": "bf16"}
+    compared.append([tuned_step] + [{**tuned_step, "kernels": combo} for combo in KERNEL_COMBOS])
     for allocator in ("default", "late", "env"):
-        cases.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
+        once.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
     if not (args.quick or args.no_compile):
         for precision in ("fp32", "bf16"):
-            cases.append({**vits_fwd, "precision": precision, "compile": True})
-    train_reps = {"warmup": 1, "repeats": settings["train_repeats"]}
-    train = {**base, **train_reps, "kind": "train", "encoder": "vits", "batch": batch, "teacher": None, "frozen": True}
+            once.append({**vits_fwd, "precision": precision, "compile": True})
     variants = [
-        {"name": "student", "inject": 0},
+        {"name": "student", "inject": 0, "precision": "fp32"},
         {"name": "student+teacher(bf16)", "inject": 0, "teacher": "bf16"},
         {"name": "student+teacher(cached)", "inject": 0, "teacher": "cached"},
         {"name": "student+teacher(fp32)", "inject": 0, "teacher": "fp32"},
         {"name": "unfrozen", "inject": 0, "frozen": False},
         {"name": "unfrozen+ckpt", "inject": 0, "frozen": False, "grad_ckpt": True},
         {"name": "inject6", "inject": 6},
-        {"name": "student, head NCHW", "inject": 0, "head_nchw": True},
         {"name": "student, glibc default allocator", "inject": 0, "allocator": "default"},
     ]
     if not (args.quick or args.no_compile):
         variants.insert(2, {"name": "student+teacher(bf16, compiled)", "inject": 0, "teacher": "bf16",
                             "compile_teacher": True})  # fmt: skip
     for variant in variants:
-        for precision in ("fp32", "bf16"):
-            cases.append({**train, **variant, "precision": precision})
-    cases.append({**train, "name": "student, SDPA attention", "inject": 0, "attn": "sdpa", "precision": "bf16"})
+        for precision in ("fp32", "bf16") if "precision" not in variant else (variant["precision"],):
+            once.append({**train, **variant, "precision": precision})
     if not (args.quick or args.no_compile):
-        cases.append({**train, "name": "student, torch.compile", "inject": 0, "compile": True, "precision": "bf16"})
+        once.append({**train, "name": "student, torch.compile", "inject": 0, "compile": True, "precision": "bf16"})
     for workers in (0, 2):
         loader = {"samples": 8, "repeats": 1} if args.quick else {"samples": 64, "repeats": 5}
-        cases.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
-    # The ceiling again at the end: the better of the two is used, so a busy moment does not flatter the ratios.
-    return cases + cases[:2]
+        once.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
+    # The ceiling at the start and the end: the better of the two is used, so a busy moment does not flatter ratios.
+    return ceiling + interleave(compared, args.rounds) + once + ceiling
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -289,6 +352,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results.json"), help="JSON path (.md beside it)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch intra-op threads")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows (--quick skips them)")
+    parser.add_argument(
+        "--official", help="a clone of the official Depth-Anything-V2 repository: adds its rows and the ratios"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the compared rows (ours / official, kernel choices)"
+    )
     return parser
 
 
@@ -296,24 +365,28 @@ def main(args: argparse.Namespace) -> dict:
     """Run every configuration of `plan(args)`, write the JSON and the markdown table, return the report."""
     if args.encoders is None:
         args.encoders = ["vits"] if args.quick else ["vits", "vitb", "vitl"]
+    if args.official:
+        check_official_repo(args.official)
     cases = plan(args)
     load_before = os.getloadavg()
-    results = [run_case(case) for case in cases]
+    results = [run_case(case, args.official) for case in cases]
     meta = {
         "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
+        "machine": machine_key(torch.device("cpu")),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": args.threads,
+        "rounds": args.rounds,
         "allocator": f"util.precision.tune_allocator() at process start ({GLIBC_TUNABLES}) unless a row says otherwise",
         **run_settings(args.quick),
         "cuda": torch.cuda.is_available(),
         # Other processes on the machine inflate every time; compare ratios taken in one quiet run.
         "load_average_before": load_before,
     }
-    report = {"meta": meta, "results": results, "targets": summarize(results)}
+    report = {"meta": meta, "results": results, "targets": summarize(results, meta["machine"])}
     save_report(report, args.out, markdown(report))
     return report
 

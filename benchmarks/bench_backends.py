@@ -8,8 +8,8 @@ official Depth Anything V2 code in the same run when its path is given.
 Our rows go through the runners of run.py (`inference.backends`): torch fp32 and bf16 autocast, ONNX Runtime fp32, and
 OpenVINO fp32 and bf16 on the graph of export.py (bf16 only where the CPU runs it natively). The official rows
 (--official PATH, a clone of github.com/DepthAnything/Depth-Anything-V2): its DepthAnythingV2 in torch fp32 and bf16
-autocast, and its graph exported with torch.onnx on ONNX Runtime and OpenVINO. Its package is also called
-depth_anything_v2, so it runs in a subprocess that imports it from PATH. Without --official those rows and the
+autocast, and its graph exported with torch.onnx on ONNX Runtime and OpenVINO, run by official_code.py in a process
+of its own (its package is also called depth_anything_v2). Without --official those rows and the
 targets that compare with them are left out. Weights are random (speed does not depend on them); every row runs
 in a fresh process and reports the median of its timed calls after warm-up. Writes the JSON (--out) and a
 markdown table beside it (.md).
@@ -23,7 +23,6 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,52 +36,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from perf_tools import cpu_model, time_runs  # noqa: E402
+from bench import run_official  # noqa: E402
+from official_code import check_official_repo  # noqa: E402
+from perf_tools import time_runs  # noqa: E402
 from report import save_report  # noqa: E402
 
-from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2  # noqa: E402
+from depth_anything_v2 import DepthAnythingV2  # noqa: E402
 from depth_anything_v2.geometry import canonical_intrinsics  # noqa: E402
+from depth_anything_v2.kernels import CACHE_ENV, cpu_model  # noqa: E402
 from inference.backends import ModelInfo, OnnxRunner, TorchRunner  # noqa: E402
 from inference.onnx_export import export_onnx  # noqa: E402
 from util.precision import has_fast_bf16, tune_allocator  # noqa: E402
 
 # Issue 17: the fastest of our rows against OpenVINO bf16 on the official graph, and against official torch bf16.
 TARGETS = {"openvino_official": 1.1, "torch_official": 0.45}
-
-# Runs one official row: argv = official repo, benchmarks folder, the case as JSON; prints the result as JSON.
-OFFICIAL_CODE = """
-import json, statistics, sys, tempfile, time
-sys.path[:0] = [sys.argv[1], sys.argv[2]]
-import numpy as np, torch
-from perf_tools import time_runs
-from depth_anything_v2.dpt import DepthAnythingV2
-case = json.loads(sys.argv[3])
-torch.set_num_threads(case["threads"])
-torch.manual_seed(0)
-model = DepthAnythingV2(**case["config"]).eval()
-x = torch.randn(1, 3, case["size"], case["size"])
-if case["runtime"] == "torch":
-    dtype = torch.bfloat16 if case["precision"] == "bf16" else torch.float32
-    def run():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=case["precision"] == "bf16"):
-            return model(x)
-else:
-    path = tempfile.mkdtemp() + "/official.onnx"
-    with torch.no_grad():
-        torch.onnx.export(model, (x,), path, input_names=["image"], output_names=["depth"], dynamo=True)
-    feed = {"image": x.numpy()}
-    if case["runtime"] == "onnxruntime":
-        import onnxruntime as ort
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        run = lambda: session.run(None, feed)
-    else:
-        import openvino as ov
-        hint = {"INFERENCE_PRECISION_HINT": "bf16" if case["precision"] == "bf16" else "f32"}
-        compiled = ov.Core().compile_model(path, "CPU", hint)
-        run = lambda: compiled(feed)
-times = time_runs(run, case["warmup"], case["repeats"])
-print(json.dumps({**case, "seconds": statistics.median(times), "times": times}))
-"""
 
 
 def _ours(case: dict) -> dict:
@@ -97,7 +64,8 @@ def _ours(case: dict) -> dict:
     extra = {}
     with tempfile.TemporaryDirectory() as tmp:
         if case["runtime"] == "torch":
-            runner = TorchRunner(model, torch.device("cpu"), case["precision"])
+            os.environ[CACHE_ENV] = str(Path(tmp) / "kernels.json")  # kernels timed afresh, as on a new machine
+            runner = TorchRunner(model, torch.device("cpu"), case["precision"], kernels={})
         else:
             start = time_runs(lambda: export_onnx(model, Path(tmp) / "model.onnx", size, size), 0, 1)
             extra["export_seconds"] = start[0]
@@ -109,11 +77,9 @@ def _ours(case: dict) -> dict:
 
 
 def run_case(case: dict, official: str | None) -> dict:
-    """One row in a fresh process: spawned for ours, `python -c OFFICIAL_CODE` for the official code."""
+    """One row in a fresh process: spawned for ours, official_code.py for the official code."""
     if case["code"] == "official":
-        argv = [sys.executable, "-c", OFFICIAL_CODE, official, str(ROOT / "benchmarks"), json.dumps(case)]
-        output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        result = json.loads(output.strip().splitlines()[-1])
+        result = run_official({**case, "kind": "forward", "batch": 1}, official)
     else:
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
             result = pool.submit(_ours, case).result()
@@ -131,8 +97,7 @@ def plan(args: argparse.Namespace, native_bf16: bool) -> list[dict]:
         base = {"encoder": encoder, "size": size, "threads": args.threads, **reps}
         cases += [{**base, "code": "ours", "runtime": r, "precision": p} for r, p in runtimes]
         if args.official:
-            config = MODEL_CONFIGS[encoder]
-            cases += [{**base, "code": "official", "runtime": r, "precision": p, "config": config} for r, p in runtimes]
+            cases += [{**base, "code": "official", "runtime": r, "precision": p} for r, p in runtimes]
     return cases
 
 
@@ -210,8 +175,8 @@ def run_meta(args: argparse.Namespace, native_bf16: bool, load_before: tuple) ->
 
 def main(args: argparse.Namespace) -> dict:
     """Run every row of `plan`, write the JSON and the markdown table, return the report."""
-    if args.official and not (Path(args.official) / "depth_anything_v2" / "dpt.py").is_file():
-        raise SystemExit(f"--official {args.official}: no depth_anything_v2/dpt.py there; give the official repo")
+    if args.official:
+        check_official_repo(args.official)
     native_bf16 = has_fast_bf16(torch.device("cpu"))
     load_before = os.getloadavg()
     results = [run_case(case, args.official) for case in plan(args, native_bf16)]

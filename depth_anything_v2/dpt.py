@@ -33,8 +33,9 @@ class DPTHead(nn.Module):
         out_channels: per-level widths after the 1x1 projections.
         metric: Sigmoid output (metric depth / max_depth) instead of ReLU (relative disparity).
 
-    Attribute `channels_last` (default True): run the convolutions on channels-last activations, oneDNN's faster
-    layout on CPU (measured in benchmarks/results.md); False keeps NCHW.
+    Attribute `channels_last` (default True): run the convolutions on channels-last activations, oneDNN's native
+    layout on CPU; False keeps NCHW. The scripts set it to the layout timed faster on the machine
+    (`depth_anything_v2.kernels.tune_kernels`).
     """
 
     def __init__(

@@ -60,6 +60,7 @@ from experiments.focal_jobs import (  # noqa: E402
     RECIPE_A,
     RECIPE_CAMERA,
     SCALES,
+    SLOPE_ZOOM,
     ZOOM_RANGE,
     Job,
     Scale,
@@ -89,7 +90,13 @@ def evaluate_seed(jobs: list[Job], lists: list[Path], scale: Scale, args: argpar
     {results, curve (A's), real}. The first seed's example images go into `examples`."""
     device, seed = torch.device(scale.device), jobs[0].seed
     f_train = (scale.width / 2) / math.tan(math.radians(TRAIN_HFOV / 2)) / min(scale.width, scale.height)
-    options = {"size": scale.crop, "f_train": f_train, "depth_range": (1e-3, MAX_DEPTH), "zoom": 2.0, "device": device}
+    options = {
+        "size": scale.crop,
+        "f_train": f_train,
+        "depth_range": (1e-3, MAX_DEPTH),
+        "zoom": SLOPE_ZOOM,
+        "device": device,
+    }
     train_list = Path(args.work) / f"seed{seed}" / "train_data" / "splits" / "train.txt"
     results = {"constant": evaluate_bins(constant_predictor(median_train_depth(train_list)), lists, **options)[0]}
     predictors = {job.key: model_predictor(job.checkpoint, device, "bf16") for job in jobs}
@@ -145,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         "scale": args.scale,
         "config": dataclasses.asdict(scale),
         "design": {"train_hfov_deg": TRAIN_HFOV, "test_hfov_deg": TEST_HFOV, "max_depth_m": MAX_DEPTH,
-                   "zoom_range": [float(z) for z in ZOOM_RANGE], "recipe_a": RECIPE_A, "recipe_camera": RECIPE_CAMERA},
+                   "zoom_range": [float(z) for z in ZOOM_RANGE], "slope_zoom": SLOPE_ZOOM,
+                   "recipe_a": RECIPE_A, "recipe_camera": RECIPE_CAMERA},
         "bins": [{"lo": b.lo, "hi": b.hi, "label": b.label, "centre": b.centre} for b in bins],
         "seeds": args.seeds, "models": args.models, "backbones": args.backbone, "real_source": args.real,
         "load_average_start": os.getloadavg(), "seed_runs": {}, "complete": False,

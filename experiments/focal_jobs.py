@@ -14,6 +14,7 @@ from subprocess import STDOUT, Popen
 
 MAX_DEPTH = 20.0  # metres, the metric head's range (the rooms are 3-10 m deep)
 ZOOM_RANGE = ("0.4", "2.5")  # covers the test focal ratios 0.40-2.60
+SLOPE_ZOOM = 2.0  # centre zoom factor of the zoom slope: a test image of ratio r is compared with its view of ratio 2r
 RECIPE_A = ["--no-freeze-dinov2", "--lr", "0.0001", "--clip-grad", "1.0"]  # the working from-scratch pilot
 RECIPE_CAMERA = ["--use-camera-intrinsics", "--lr", "0.00005", "--clip-grad", "1.0"]  # from A's weights
 CAMERA_MODELS = {

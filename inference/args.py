@@ -14,6 +14,7 @@ import torch
 
 from dataset.io import DataError
 from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE
+from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
 from inference.backends import (
     BACKENDS,
@@ -101,7 +102,7 @@ def add_camera_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backend, --batch-size, --export-cache, --device, --precision, --compile."""
+    """--backend, --batch-size, --export-cache, --device, --precision, --kernels, --compile."""
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument(
         "--backend",
@@ -120,6 +121,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", *PRECISIONS),
         help="auto: fp32, except OpenVINO in bf16 where the CPU runs bf16 natively; bf16: faster on CPUs with "
         "bf16 instructions and on GPUs, depth within 0.5 %% of fp32 (benchmarks/results.md); fp16: CUDA only",
+    )
+    runtime.add_argument(
+        "--kernels",
+        default="auto",
+        help="--backend torch: auto times the attention implementation and the head layout on the first input of "
+        "each size and caches the fastest (depth_anything_v2/kernels.py); or force some, e.g. "
+        "attention=sdpa,head_layout=nchw (the others are timed)",
     )
     compiled = "a faster forward after a one-off compile per input shape (benchmarks/results.md)"
     runtime.add_argument(
@@ -160,6 +168,12 @@ def load_runner(args: argparse.Namespace) -> Runner:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.compile and args.backend != "torch":
         raise DataError(f"--compile is for --backend torch; {args.backend} optimises its graph itself")
+    try:
+        kernels = parse_kernels(args.kernels)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+    if kernels and args.backend != "torch":
+        raise DataError(f"--kernels is for --backend torch; {args.backend} chooses its kernels itself")
     source = checkpoint_path(args)
     device = torch.device("cpu") if args.backend != "torch" and args.device == "auto" else resolve_device(args.device)
     precision = resolve_precision(args.backend, args.precision, device)
@@ -182,7 +196,7 @@ def load_runner(args: argparse.Namespace) -> Runner:
     if args.backend == "torch":
         if args.compile:
             compile_frozen(model)  # in place, so that the runner's model(...) runs the compiled forward
-        return TorchRunner(model, device, precision)
+        return TorchRunner(model, device, precision, kernels)
     graphs = CheckpointGraphs(source, model, build, cache_folder(source, args.export_cache))
     return OnnxRunner(args.backend, precision, ModelInfo.of(model), graphs)
 

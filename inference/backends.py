@@ -21,6 +21,7 @@ import torch
 
 from dataset.io import DataError
 from depth_anything_v2 import DepthAnythingV2
+from depth_anything_v2.kernels import KernelChoice, apply_kernels, tune_kernels
 from inference.onnx_export import METADATA_KEY, cached_export
 from util.precision import autocast_context, has_fast_bf16
 
@@ -81,15 +82,31 @@ def resolve_precision(backend: str, precision: str, device: torch.device) -> str
 
 
 class TorchRunner:
-    """A DepthAnythingV2 on its device, under autocast for bf16 / fp16 (the model may be compiled in place)."""
+    """A DepthAnythingV2 on its device, under autocast for bf16 / fp16 (the model may be compiled in place).
+
+    kernels: None keeps the model's kernels; a dict from `depth_anything_v2.kernels.parse_kernels` ({} = all
+    timed) chooses them on the first batch of each input shape (`tune_kernels`, cached on disk) and logs it.
+    """
 
     fixed_size = None
 
-    def __init__(self, model: DepthAnythingV2, device: torch.device, precision: str) -> None:
+    def __init__(
+        self, model: DepthAnythingV2, device: torch.device, precision: str, kernels: dict[str, str] | None = None
+    ) -> None:
         self.model, self.device, self.precision = model, device, precision
         self.info = ModelInfo.of(model)
+        self.kernels = kernels
+        self.tuned: dict[tuple[int, ...], KernelChoice] = {}
 
     def __call__(self, images: np.ndarray, K: np.ndarray) -> np.ndarray:
+        if self.kernels is not None and images.shape not in self.tuned:
+            B, _, H, W = images.shape
+            choice = tune_kernels(self.model, B, H, W, self.precision, "inference", self.kernels)
+            self.tuned[images.shape] = choice
+            logger.info("kernels for %d x %d x %d inputs, %s: %s", B, H, W, self.precision, choice.describe())
+        elif self.kernels is not None:
+            choice = self.tuned[images.shape]
+            apply_kernels(self.model, choice.attention, choice.head_layout)
         x = torch.from_numpy(images).to(self.device)
         K = torch.from_numpy(K).to(self.device)
         with torch.inference_mode(), autocast_context(self.device, self.precision):

@@ -105,6 +105,7 @@ def load_runner(
         input_size=input_size,
         batch_size=1,
         compile=False,
+        kernels="auto",
         backend=backend,
         device=device,
         precision="auto",

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,12 @@ sys.path.insert(0, str(PARITY))
 from weights import deterministic_state_dict  # noqa: E402
 
 torch.set_num_threads(2)
+
+# Kernel choices (depth_anything_v2/kernels.py) are timed once per shape into a cache of this test session, not the
+# user's ~/.cache; set before helpers.SUBPROCESS_ENV copies the environment, so train.py / run.py runs share it.
+_KERNEL_CACHE = tempfile.mkdtemp(prefix="da2-test-kernels-")
+atexit.register(shutil.rmtree, _KERNEL_CACHE, ignore_errors=True)
+os.environ["DA2_KERNEL_CACHE"] = str(Path(_KERNEL_CACHE) / "kernels.json")
 
 
 def manifest(kind: str, encoder: str) -> dict:

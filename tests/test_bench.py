@@ -66,32 +66,71 @@ def _args(**kw) -> argparse.Namespace:
 
 
 def test_plan_covers_the_issue_rows():
-    cases = bench.plan(_args(quick=False, encoders=["vits", "vitl"]))
+    cases = bench.plan(_args(quick=False, encoders=["vits", "vitb", "vitl"], official="/x"))
     kinds = {c["kind"] for c in cases}
     assert kinds == {"matmul", "forward", "train", "loader"}
     forward = [c for c in cases if c["kind"] == "forward"]
     assert {(c["encoder"], c["precision"]) for c in forward} >= {("vitl", "fp32"), ("vitl", "bf16")}
+    official = {(c["kind"], c["encoder"], c["precision"]) for c in cases if c.get("code") == "official"}
+    assert official == {(k, e, p) for k, e in [("forward", "vits"), ("forward", "vitb"), ("train", "vits")]
+                        for p in ("fp32", "bf16")}  # fmt: skip
+    recipe = [c for c in cases if c.get("name") == "official recipe"]
+    assert all(not c["camera"] and not c["frozen"] for c in recipe)
     assert all(c["size"] == 518 for c in cases)
     train = {(c["name"], c["precision"]) for c in cases if c["kind"] == "train"}
     assert {("student", "bf16"), ("student+teacher(bf16)", "fp32"), ("unfrozen+ckpt", "bf16")} <= train
     assert {("student+teacher(cached)", "bf16"), ("student, torch.compile", "bf16")} <= train
     assert ("student+teacher(bf16, compiled)", "fp32") in train
+    forced = {(c["kind"], c.get("name"), c["precision"], c["kernels"]) for c in cases if c["kernels"] != "auto"}
+    for combo in bench.KERNEL_COMBOS:
+        assert {("forward", None, "fp32", combo), ("train", "official recipe", "bf16", combo)} <= forced
     no_compile = bench.plan(_args(quick=False, no_compile=True, encoders=["vits"]))
     assert not any(c.get("compile") or c.get("compile_teacher") for c in no_compile)
-    assert any(c.get("compile") for c in forward) and any(c.get("head_nchw") for c in forward)
+    assert not any(c.get("code") == "official" for c in no_compile)
+    assert any(c.get("compile") for c in forward)
     assert bench.run_settings(True)["size"] % 14 == 0
 
 
 def _fake_results() -> list[dict]:
-    fwd = {"kind": "forward", "encoder": "vits", "flops": 1e11, "peak_rss_gb": 1.0, "cpu_share": 1.0}
-    train = {"kind": "train", "inject": 0, "cpu_share": 0.5, "flops": 6e11, "gflops": 1.0}
+    fwd = {"kind": "forward", "encoder": "vits", "flops": 1e11, "peak_rss_gb": 1.0, "cpu_share": 1.0, "kernels": "auto"}
+    fwd["code"], fwd["chosen"], fwd["tune_seconds"] = (
+        "ours",
+        "attention=sdpa (measured), head_layout=nchw (measured)",
+        1.5,
+    )
+    train = {"kind": "train", "inject": 0, "cpu_share": 0.5, "flops": 6e11, "gflops": 1.0, "kernels": "auto"}
+    train["code"] = "ours"
+    official = {"code": "official", "cpu_share": 1.0, "peak_rss_gb": 1.0, "kernels": "auto"}
+    combo = "attention=explicit,head_layout=nchw"
     return [
         {"kind": "matmul", "dtype": "float32", "gflops": 200.0},
         {"kind": "matmul", "dtype": "bfloat16", "gflops": 1000.0},
         {**fwd, "precision": "fp32", "seconds": 0.5, "gflops": 180.0},
         {**fwd, "precision": "bf16", "seconds": 0.2, "gflops": 500.0},
+        {**fwd, "precision": "bf16", "seconds": 0.25, "gflops": 400.0, "kernels": combo},
+        {**fwd, "precision": "fp32", "seconds": 0.45, "gflops": 222.0, "kernels": combo},
+        {"kind": "forward", "encoder": "vits", "precision": "fp32", "seconds": 0.8, **official},
+        {"kind": "forward", "encoder": "vits", "precision": "bf16", "seconds": 0.25, **official},
         {**fwd, "precision": "fp32", "seconds": 0.8, "gflops": 125.0, "allocator": "default"},
         {**fwd, "precision": "bf16", "seconds": 0.18, "gflops": 640.0, "compile": True, "compile_seconds": 40.0},
+        {**train, "name": "official recipe", "precision": "bf16", "seconds": 1.2, "peak_rss_gb": 2.0},
+        {
+            **train,
+            "name": "official recipe",
+            "precision": "bf16",
+            "seconds": 1.5,
+            "peak_rss_gb": 2.0,
+            "kernels": combo,
+        },  # fmt: skip
+        {
+            "kind": "train",
+            "name": "official recipe",
+            "encoder": "vits",
+            "precision": "bf16",
+            "inject": 0,
+            "seconds": 1.6,
+            **official,
+        },  # fmt: skip
         {**train, "name": "student", "precision": "fp32", "seconds": 3.0, "peak_rss_gb": 2.0, "gflops": 200.0},
         {**train, "name": "student", "precision": "bf16", "seconds": 1.0, "peak_rss_gb": 1.5, "gflops": 600.0},
         {**train, "name": "student+teacher(bf16)", "precision": "fp32", "seconds": 3.3, "peak_rss_gb": 2.2},
@@ -112,18 +151,28 @@ def _fake_results() -> list[dict]:
 
 
 def test_summarize_and_markdown():
-    assert report.matmul_ceiling(_fake_results()) == {"float32": 200.0, "bfloat16": 1000.0}
-    checks = {c["target"]: c for c in report.summarize(_fake_results())}
-    assert checks["vits fp32 forward / matmul ceiling"]["value"] == pytest.approx(0.9)
-    assert checks["vits fp32 forward / matmul ceiling"]["met"]
-    assert not checks["vits bf16 forward / matmul ceiling"]["met"]  # 0.5 < 0.6
-    assert checks["vits bf16 forward, torch.compile / matmul ceiling"]["met"]  # 0.64
+    results = [{**r, "encoder": "vits"} if r["kind"] == "train" else r for r in _fake_results()]
+    assert report.matmul_ceiling(results) == {"float32": 200.0, "bfloat16": 1000.0}
+    checks = {c["target"]: c for c in report.summarize(results, "AMD EPYC [avx512_bf16]")}
+    assert checks["vits forward fp32: ours / official"]["value"] == pytest.approx(0.625)
+    assert checks["vits forward fp32: ours / official"]["met"]
+    assert not checks["vits forward bf16: ours / official"]["met"]  # 0.8 > 0.65
+    assert checks["official recipe train step bf16: ours / official"]["value"] == pytest.approx(0.75)
+    student = checks["camera student (frozen backbone, inject 0) bf16 step / official recipe bf16 step"]
+    assert student["value"] == pytest.approx(1.0 / 1.6) and student["met"]
+    assert checks["vits fp32 forward / matmul ceiling"]["value"] == pytest.approx(1.0)  # 1e11 FLOP in 0.5 s
+    assert checks["vits bf16 forward / matmul ceiling (an AMX target; this CPU has none)"]["met"] is None
+    amx = {c["target"]: c for c in report.summarize(results, "Xeon [avx512_bf16 amx_tile]")}
+    assert amx["vits bf16 forward / matmul ceiling"]["met"]  # 0.5 >= 0.25
+    tuned = checks[f"vits forward fp32: tuned kernels / fastest forced ({'attention=explicit,head_layout=nchw'})"]
+    assert tuned["value"] == pytest.approx(0.5 / 0.45) and not tuned["met"]
+    assert checks[f"official recipe bf16: tuned kernels / fastest forced ({'attention=explicit,head_layout=nchw'})"][
+        "met"
+    ]
     assert checks["distillation / student step time (bf16 teacher, fp32 student)"]["met"]  # 1.1
     assert not checks["distillation / student step time (bf16 teacher, bf16 student)"]["met"]  # 1.3
     assert checks["distillation / student step time (cached teacher, bf16 student)"]["met"]  # 1.02
     assert checks["distillation / student step time (bf16, compiled teacher, fp32 student)"]["value"] == 3.2 / 3.0
-    assert checks["train step fp32 / bf16 time (student)"]["met"]  # 3.0
-    assert not checks["train step fp32 / bf16 time (student+teacher(bf16))"]["met"]  # 2.54
     assert not checks["loader samples/s per worker (2 workers, 518 px)"]["met"]
     meta = {
         "command": "x",
@@ -135,12 +184,35 @@ def test_summarize_and_markdown():
         "load_average_before": (0.1, 0.2, 0.3),
         **bench.run_settings(False),
     }
-    table = report.markdown({"meta": meta, "results": _fake_results(), "targets": list(checks.values())})
-    assert "| vits | fp32 | glibc default allocator | 0.800 |" in table
-    assert "| student (inject 0) | bf16 | 1.000 | 1.00x | 3.00x | 600 | 600 | 0.60 | 1.50 |  | 0.50 |" in table
-    assert "| vits bf16 forward / matmul ceiling | 0.500 | >= 0.6 | NO |" in table
-    assert "| vits | bf16 | torch.compile, frozen weights (compiled in 40 s) | 0.180 |" in table
-    assert "| student+teacher(bf16, compiled) (inject 0, compiled in 41 s) | fp32 | 3.200 | 1.07x |" in table
+    table = report.markdown({"meta": meta, "results": results, "targets": list(checks.values())})
+    assert "| vits | fp32 | glibc default allocator | tuned: sdpa, nchw (1.5 s) | 0.800 |" in table
+    assert "| vits | fp32 | default | tuned: sdpa, nchw (1.5 s) | 0.500 |" in table
+    assert "| vits | bf16 | default | forced: explicit, nchw | 0.250 |" in table
+    assert "| vits | fp32 | **official code** |  | 0.800 | 100.0 | 125 | 0.62 |" in table
+    assert "| official recipe (inject 0) | **official code** |  | bf16 | 1.600 |" in table
+    assert "| vits bf16 forward / matmul ceiling (an AMX target; this CPU has none) | 0.500 | >= 0.25 | n/a |" in table
+    assert (
+        "| vits | bf16 | torch.compile, frozen weights (compiled in 40 s) | tuned: sdpa, nchw (1.5 s) | 0.180 |"
+        in table
+    )
+    assert "| student+teacher(bf16, compiled) (inject 0) | compiled in 41 s |  | fp32 | 3.200 | 1.07x |" in table
+    assert (
+        "| student (inject 0) | default |  | bf16 | 1.000 | 1.00x | 3.00x | 600 | 600 | 0.60 | 1.50 |  | 0.50 |"
+        in table
+    )
+
+
+def test_an_official_training_row_runs_the_code_it_is_given(tmp_path):
+    from test_bench_backends import official_stand_in
+
+    repo = official_stand_in(tmp_path)
+    case = {"code": "official", "kind": "train", "name": "official recipe", "encoder": "vits", "size": 28,
+            "batch": 2, "threads": 1, "warmup": 0, "repeats": 1, "precision": "bf16"}  # fmt: skip
+    result = bench.run_case(case, str(repo))
+    assert result["seconds"] > 0 and result["cpu_share"] > 0
+    (repo / "metric_depth" / "depth_anything_v2" / "dpt.py").write_text("raise ImportError('stand-in broken')")
+    with pytest.raises(SystemExit, match="stand-in broken"):
+        bench.run_case(case, str(repo))
 
 
 def test_main_runs_cases_in_fresh_processes_and_writes_reports(tmp_path, monkeypatch):
@@ -149,3 +221,33 @@ def test_main_runs_cases_in_fresh_processes_and_writes_reports(tmp_path, monkeyp
     report = bench.main(_args(quick=True, out=str(tmp_path / "r.json")))
     assert [r["gflops"] > 0 for r in report["results"]] == [True, True]
     assert (tmp_path / "r.json").exists() and "Matmul ceiling" in (tmp_path / "r.md").read_text()
+
+
+def test_rounds_interleave_and_ratios_pair_within_a_round():
+    a, b = {"kind": "forward", "x": 1}, {"kind": "forward", "x": 2}
+    cases = bench.interleave([[a, b]], 3)
+    assert [(c["x"], c["round"]) for c in cases] == [(1, 0), (2, 0), (2, 1), (1, 1), (1, 2), (2, 2)]
+    # The machine runs at half speed in round 1: the paired ratio does not move, a ratio of medians would.
+    seconds = {(1, 0): 1.0, (2, 0): 2.0, (2, 1): 4.0, (1, 1): 2.0, (1, 2): 1.1, (2, 2): 2.0}
+    raw = [{**c, "seconds": seconds[(c["x"], c["round"])]} for c in cases]
+    value, rounds = report.paired_ratio(raw, a, b)
+    assert rounds == pytest.approx([0.5, 0.5, 0.55]) and value == pytest.approx(0.5)
+    rows = report.collapse(raw)
+    assert [(r["x"], r["seconds"], r["round_seconds"]) for r in rows] == [(1, 1.1, [1.0, 2.0, 1.1]),
+                                                                         (2, 2.0, [2.0, 4.0, 2.0])]  # fmt: skip
+    assert report.paired_ratio(raw, a, {"kind": "forward", "x": 3}) is None
+
+
+def test_profile_of_our_steps_and_the_official_one(tmp_path):
+    import profile_step
+    from test_bench_backends import official_stand_in
+
+    repo = official_stand_in(tmp_path)
+    args = profile_step.get_args_parser().parse_args(["--size", "28", "--steps", "1", "--official", str(repo)])
+    text = profile_step.main(args)
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert [s.split(":")[0] for s in sections] == ["## official recipe", "## camera student",
+                                                   "## official recipe, official code"]  # fmt: skip
+    assert "| linears (mm / addmm) |" in text and "(kernels: attention=" in sections[0]
+    assert profile_step.group_of("aten::_softmax_backward_data") == "softmax"
+    assert profile_step.group_of("aten::convolution_backward") == "convolutions"

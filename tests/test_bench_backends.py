@@ -54,13 +54,27 @@ def test_targets_and_table():
     assert "needs the official rows" in bench_backends.markdown({"meta": meta, "results": results, "targets": []})
 
 
+def official_stand_in(folder: Path) -> Path:
+    """A folder laid out as the official repository: metric_depth/depth_anything_v2 (a copy of our model package,
+    whose constructor takes the official arguments) and metric_depth/util/loss.py with a SiLogLoss."""
+    shutil.copytree(ROOT / "depth_anything_v2", folder / "metric_depth" / "depth_anything_v2")
+    (folder / "metric_depth" / "util").mkdir()
+    (folder / "metric_depth" / "util" / "loss.py").write_text(
+        "import torch\n"
+        "class SiLogLoss(torch.nn.Module):\n"
+        "    def forward(self, pred, target, valid):\n"
+        "        d = torch.log(target[valid]) - torch.log(pred[valid])\n"
+        "        return torch.sqrt((d**2).mean() - 0.5 * d.mean() ** 2)\n"
+    )
+    return folder
+
+
 def test_one_row_of_ours_and_of_the_official_code(tmp_path):
-    shutil.copytree(ROOT / "depth_anything_v2", tmp_path / "depth_anything_v2")
+    repo = official_stand_in(tmp_path)
     case = {"encoder": "vits", "size": 28, "threads": 1, "warmup": 0, "repeats": 1, "runtime": "torch",
             "precision": "fp32"}  # fmt: skip
     ours = bench_backends.run_case({**case, "code": "ours"}, None)
-    official = bench_backends.run_case({**case, "code": "official", "config": {"encoder": "vits", "features": 64,
-                                        "out_channels": [48, 96, 192, 384]}}, str(tmp_path))  # fmt: skip
+    official = bench_backends.run_case({**case, "code": "official"}, str(repo))
     assert ours["seconds"] > 0 and official["seconds"] > 0 and len(official["times"]) == 1
-    with pytest.raises(SystemExit, match="no depth_anything_v2/dpt.py there"):
+    with pytest.raises(SystemExit, match="no metric_depth/depth_anything_v2/dpt.py there"):
         bench_backends.main(_args(official=str(tmp_path / "nothing")))

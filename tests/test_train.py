@@ -100,20 +100,25 @@ def test_invalid_combinations_fail_at_start(data, tmp_path):
         train.main(parser.parse_args(base_args(data, tmp_path / "c", "--img-size", "100")))
 
 
+# Kernels timed per thread count could differ between the ranks (1 thread each) and a 2-thread run.
+KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last")
+
+
 def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):
     save_path = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(ROOT / "train.py"), *base_args(data, save_path, "--epochs", "1", "--use-camera-intrinsics"),
+        str(ROOT / "train.py"), *base_args(data, save_path, "--epochs", "1", "--use-camera-intrinsics", *KERNELS),
     ]  # fmt: skip
     subprocess.run(command, check=True, env=env, cwd=ROOT, timeout=300, capture_output=True)
     ddp_eval = [e for e in read_jsonl(save_path / "metrics.jsonl") if "eval/abs_rel" in e][-1]
 
     single = tmp_path / "single"
     latest = str(save_path / "latest.pth")
-    args = base_args(data, single, "--use-camera-intrinsics", "--eval-only", "--pretrained-from", latest)
-    # Same thread count as the ranks, so the forward passes are bitwise equal and only the reduction differs.
+    args = base_args(data, single, "--use-camera-intrinsics", "--eval-only", "--pretrained-from", latest, *KERNELS)
+    # Same thread count and kernels as the ranks, so the forward passes are bitwise equal and only the reduction
+    # differs.
     subprocess.run([sys.executable, str(ROOT / "train.py"), *args], check=True, env=env, cwd=ROOT, timeout=300)
     single_eval = json.loads((single / "eval.json").read_text())
     for key, value in single_eval.items():

@@ -1,4 +1,5 @@
-"""Runtime settings shared by train.py and run.py: precision (autocast), the allocator, compiling for inference.
+"""Runtime settings shared by train.py and run.py: precision (autocast), the allocator, compiling for inference,
+the kernel choice of several processes.
 
     from util.precision import tune_allocator
     tune_allocator()  # first thing in a script, before torch allocates its large buffers
@@ -17,6 +18,10 @@ import platform
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+import torch.distributed as dist
+from torch import nn
+
+from depth_anything_v2.kernels import KernelChoice, apply_kernels, tune_kernels
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -87,3 +92,20 @@ def teacher_uses_bf16(teacher_precision: str, precision: str, device: torch.devi
     if teacher_precision != "auto":
         return teacher_precision == "bf16"
     return precision != "fp32" or has_fast_bf16(device)
+
+
+def choose_kernels(
+    model: nn.Module, batch: int, size: int, precision: str, mode: str, forced: dict[str, str]
+) -> KernelChoice:
+    """`tune_kernels` for (batch, 3, size, size) inputs on rank 0 only (ranks sharing a machine would slow each
+    other's timings down), then rank 0's choice on every rank, so that all of them compute alike."""
+    distributed = dist.is_available() and dist.is_initialized()
+    chosen: list[object] = [None]
+    if not distributed or dist.get_rank() == 0:
+        choice = tune_kernels(model, batch, size, size, precision, mode, forced)
+        chosen = [(choice.attention, choice.head_layout, choice.source)]
+    if distributed:
+        dist.broadcast_object_list(chosen, src=0)
+    attention, head_layout, source = chosen[0]
+    apply_kernels(model, attention, head_layout)
+    return KernelChoice(attention, head_layout, source)

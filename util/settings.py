@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from depth_anything_v2.configs import BACKBONE_CONFIGS, PATCH_SIZE
+from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, checkpoint_config, read_checkpoint
 
 from .dist import DistInfo
@@ -129,6 +130,10 @@ def check_args(args: argparse.Namespace, info: DistInfo) -> None:
         errors.append("--eval-only evaluates --pretrained-from; drop --resume")
     if not args.eval_only and not args.save_path:
         errors.append("--save-path DIR is required for training (the run folder)")
+    try:
+        parse_kernels(args.kernels)
+    except ValueError as err:
+        errors.append(str(err))
     if errors:
         raise SystemExit("invalid arguments:\n  " + "\n  ".join(errors))
 

@@ -18,9 +18,9 @@ EXPLICIT_CHUNK_BYTES = 16 << 20
 def explicit_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
     """softmax(q k^T / sqrt(D)) v in the inputs' dtype, in query chunks of at most EXPLICIT_CHUNK_BYTES of scores.
 
-    On CPU in bf16 this runs on oneDNN's bf16 matmuls, where `scaled_dot_product_attention`'s flash kernel is
-    about as slow as in fp32 (see benchmarks/results.md). Autocast is switched off so that softmax is not
-    upcast to fp32 and cast back for the second matmul.
+    On CPU in bf16 this runs on oneDNN's bf16 matmuls, which on some CPUs are faster than
+    `scaled_dot_product_attention`'s flash kernel (`depth_anything_v2.kernels` times both per machine). Autocast is
+    switched off so that softmax is not upcast to fp32 and cast back for the second matmul.
 
     Args:
         q, k, v: (B, heads, N, head_dim).
@@ -47,8 +47,9 @@ class Attention(nn.Module):
         proj_bias: bias on the output projection.
         attn_drop: attention dropout probability (training only).
         proj_drop: output dropout probability.
-        impl: 'sdpa' (`F.scaled_dot_product_attention`), 'explicit' (`explicit_attention`), or 'auto': explicit
-            for bf16 on CPU, where it is faster, SDPA everywhere else.
+        impl: 'sdpa' (`F.scaled_dot_product_attention`), 'explicit' (`explicit_attention`), or 'auto', the
+            untimed default: explicit for bf16 on CPU, SDPA everywhere else. The scripts replace it with the
+            choice timed on the machine (`depth_anything_v2.kernels.tune_kernels`).
     """
 
     def __init__(
