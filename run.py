@@ -34,9 +34,9 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset.io import DataError
-from depth_anything_v2.geometry import unproject
 from depth_anything_v2.loading import CheckpointError
 from inference.args import inference_parser, log_model, start, video_options
+from inference.depth_files import point_cloud
 from inference.inputs import CameraSource, Failures, list_inputs
 from inference.predict import BatchPredictor, Job
 from inference.raw_depth import write_raw_depth
@@ -82,10 +82,7 @@ def write_outputs(
         raise OSError(f"{base}.png: could not be written")
     write_raw_depth(base, depth, metric, args.save_numpy, args.save_png16)
     if args.save_ply:
-        valid = (np.isfinite(depth) & (depth > 0)).reshape(-1)
-        points = unproject(depth, K).reshape(-1, 3)[valid].astype(np.float32)
-        colors = raw[..., ::-1].reshape(-1, 3)[valid]
-        write_ply(f"{base}.ply", points, colors)
+        write_ply(f"{base}.ply", *point_cloud(depth, K, raw))
 
 
 def read_input(path: Path, camera: CameraSource) -> tuple[np.ndarray, np.ndarray | None]:

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
 sys.path.insert(0, str(ROOT))
 
 from bench_loader import measure_loader  # noqa: E402
@@ -44,8 +44,9 @@ from report import markdown, save_report, summarize  # noqa: E402
 
 from depth_anything_v2.dinov2_layers import Attention  # noqa: E402
 from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
-from depth_anything_v2.kernels import cpu_model, machine_key, parse_kernels, tune_kernels  # noqa: E402
+from depth_anything_v2.kernels import autocast_context, cpu_model, machine_key, parse_kernels, tune_kernels  # noqa: E402
 from util.distill import FrozenTeacher, student_loss  # noqa: E402
+from util.optim import build_optimizer, set_lr  # noqa: E402
 from util.precision import GLIBC_TUNABLES, compile_frozen, tune_allocator  # noqa: E402
 
 
@@ -65,10 +66,6 @@ def _choose_kernels(model: torch.nn.Module, case: dict, mode: str) -> dict:
         precision = case["precision"]
         choice = tune_kernels(model, B, size, size, precision, mode, parse_kernels(case["kernels"]), Path(tmp) / "k")
     return {"chosen": choice.describe(), "tune_seconds": time.perf_counter() - start}
-
-
-def _autocast(precision: str):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
 
 
 def _timed(fn, case: dict) -> tuple[list[float], float]:
@@ -107,7 +104,7 @@ def _forward(case: dict) -> dict:
     x = torch.randn(case["batch"], 3, case["size"], case["size"])
 
     def run():
-        with torch.inference_mode(), _autocast(case["precision"]):
+        with torch.inference_mode(), autocast_context(CPU, case["precision"]):
             return model(x)
 
     flops = count_flops(run)
@@ -138,9 +135,9 @@ def _count_step_flops(model: torch.nn.Module, step) -> int:
 def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[list[float], float]] = _timed) -> dict:
     """One optimisation step of a metric student (camera-aware unless case['camera'] is False), plus a frozen teacher
     when case['teacher']: 'bf16' or 'fp32' runs it every step, 'cached' reads its prediction from an .npy file
-    (`train.py --cache-teacher`, where the data loader reads and warps it). AdamW as train.py builds it (head
-    lr x10, weight decay 0.01). FLOPs are counted on one more step after the timed ones. `measure(step, case)` runs
-    the steps and returns (seconds per step, CPU share): `_timed`, or a profiler (profile_step.py)."""
+    (`train.py --cache-teacher`, where the data loader reads and warps it). AdamW from `util.optim.build_optimizer`
+    (head lr x10, weight decay 0.01). FLOPs are counted on one more step after the timed ones. `measure(step, case)`
+    runs the steps and returns (seconds per step, CPU share): `_timed`, or a profiler (profile_step.py)."""
     _configure(case)
     torch.manual_seed(0)
     camera = case.get("camera", True)
@@ -153,10 +150,8 @@ def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[lis
     model.train()
     chosen = _choose_kernels(model, case, "training")
     params = [p for p in model.parameters() if p.requires_grad]
-    backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("pretrained.")]
-    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("pretrained.")]
-    groups = [{"params": backbone, "lr": 5e-6}, {"params": rest, "lr": 5e-5}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.01)
+    optimizer = build_optimizer(model, argparse.Namespace(lr=5e-6, weight_decay=0.01))
+    set_lr(optimizer, 5e-6)
     B, size = case["batch"], case["size"]
     f = 0.8 * size
     batch = {
@@ -173,7 +168,7 @@ def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[lis
             path = Path(tmp) / "teacher.pth"
             torch.save(DepthAnythingV2(case["encoder"], max_depth=20.0).state_dict(), path)
             bf16 = case["teacher"] != "fp32"
-            teacher = FrozenTeacher(str(path), torch.device("cpu"), case["encoder"], 20.0, bf16=bf16)
+            teacher = FrozenTeacher(str(path), CPU, case["encoder"], 20.0, bf16=bf16)
             precision = "bf16" if bf16 else "fp32"
             tune_kernels(teacher.model, B, size, size, precision, "inference", path=Path(tmp) / "kernels.json")
             if case.get("compile_teacher"):
@@ -190,7 +185,7 @@ def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[lis
         forward = model  # rebound to the compiled model for compile cases; step() reads it at call time
 
         def step():
-            with _autocast(case["precision"]):
+            with autocast_context(CPU, case["precision"]):
                 pred = forward(batch["image"], batch["intrinsics"], batch["has_intrinsics"])
                 target = teacher_depth()
             loss, _ = student_loss(pred.float(), batch, 0.1, 20.0, target)
@@ -374,7 +369,7 @@ def main(args: argparse.Namespace) -> dict:
         "command": "python benchmarks/bench.py " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "cpu": cpu_model(),
-        "machine": machine_key(torch.device("cpu")),
+        "machine": machine_key(CPU),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,

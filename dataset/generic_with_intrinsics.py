@@ -96,6 +96,7 @@ class GenericDatasetWithIntrinsics(Dataset):
         self.skip_bad_samples = skip_bad_samples
         self.depth_reader = depth_reader
         self.teacher_cache = None if teacher_cache is None else Path(teacher_cache)
+        self._teacher_keys: dict[Path, str] = {}  # image path -> its cache key, see teacher_cache_path
         self.eval_protocol = eval_protocol
         self.bad_samples: list[str] = []
         # DataLoader workers are forked from this process. A child that changes OpenCV's thread count while its
@@ -216,10 +217,14 @@ class GenericDatasetWithIntrinsics(Dataset):
     def teacher_cache_path(self, index: int) -> Path:
         """The cached teacher prediction of one entry in `teacher_cache`: named by the image's resolved path, size and
         modification time, so an edited list or a replaced image never meets another image's prediction."""
-        image = self.entries[index].image.resolve()
-        stat = image.stat()
-        key = hashlib.sha1(f"{image}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:20]
-        return self.teacher_cache / f"{key}.npy"
+        image = self.entries[index].image
+        if image not in self._teacher_keys:  # once per image and process, not per sample and epoch
+            resolved = image.resolve()
+            stat = resolved.stat()
+            self._teacher_keys[image] = hashlib.sha1(
+                f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+            ).hexdigest()[:20]
+        return self.teacher_cache / f"{self._teacher_keys[image]}.npy"
 
     def _cached_teacher(self, index: int) -> np.ndarray | None:
         if self.teacher_cache is None:

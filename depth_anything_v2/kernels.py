@@ -24,7 +24,7 @@ import platform
 import statistics
 import tempfile
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -137,7 +137,8 @@ def _median_seconds(fn: Callable[[], object], device: torch.device) -> float:
     return statistics.median(times)
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16/fp16 autocast on `device`, or a no-op for fp32 (the precision of a run, as the scripts set it)."""
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
@@ -146,9 +147,9 @@ def _autocast(device: torch.device, precision: str):
 def _run(module_call: Callable[[], torch.Tensor], params: list[nn.Parameter], device, precision, training: bool):
     """One call as the model runs it: under inference mode, or forward and backward (gradients then dropped)."""
     if not training:
-        with torch.inference_mode(), _autocast(device, precision):
+        with torch.inference_mode(), autocast_context(device, precision):
             return module_call()
-    with _autocast(device, precision):
+    with autocast_context(device, precision):
         out = module_call()
     out.float().square().mean().backward()
     for p in params:

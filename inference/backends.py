@@ -97,16 +97,18 @@ class TorchRunner:
         self.info = ModelInfo.of(model)
         self.kernels = kernels
         self.tuned: dict[tuple[int, ...], KernelChoice] = {}
+        self.applied: tuple[int, ...] | None = None  # the input shape whose kernels the model runs now
 
     def __call__(self, images: np.ndarray, K: np.ndarray) -> np.ndarray:
-        if self.kernels is not None and images.shape not in self.tuned:
-            B, _, H, W = images.shape
-            choice = tune_kernels(self.model, B, H, W, self.precision, "inference", self.kernels)
-            self.tuned[images.shape] = choice
-            logger.info("kernels for %d x %d x %d inputs, %s: %s", B, H, W, self.precision, choice.describe())
-        elif self.kernels is not None:
+        if self.kernels is not None and images.shape != self.applied:
+            if images.shape not in self.tuned:
+                B, _, H, W = images.shape
+                self.tuned[images.shape] = tune_kernels(self.model, B, H, W, self.precision, "inference", self.kernels)
+                logger.info("kernels for %d x %d x %d inputs, %s: %s", B, H, W, self.precision,
+                            self.tuned[images.shape].describe())  # fmt: skip
             choice = self.tuned[images.shape]
             apply_kernels(self.model, choice.attention, choice.head_layout)
+            self.applied = images.shape
         x = torch.from_numpy(images).to(self.device)
         K = torch.from_numpy(K).to(self.device)
         with torch.inference_mode(), autocast_context(self.device, self.precision):

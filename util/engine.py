@@ -178,7 +178,7 @@ def train_one_epoch(
         set_lr(optimizer, get_lr(it, state.total_iters, args.lr, args.warmup_iters))
         losses, parts = [], []
         for i, batch in enumerate(group):
-            batch = group[i] = to_device(batch, info.device)
+            batch = to_device(batch, info.device)
             loss, terms, pred = forward_backward(model, teacher, batch, args, info, scaler, i == len(group) - 1)
             losses.append(loss)
             parts.append(terms)

@@ -15,22 +15,16 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
-from contextlib import AbstractContextManager, nullcontext
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from depth_anything_v2.kernels import KernelChoice, apply_kernels, tune_kernels
+from depth_anything_v2.kernels import KernelChoice, apply_kernels, autocast_context, tune_kernels
+
+__all__ = ["autocast_context"]  # re-exported: train.py and inference/ take the run's autocast from here
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def autocast_context(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16/fp16 autocast on `device`, or a no-op for fp32."""
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 # glibc mallopt parameters (malloc.h) and the values we set; the same as the environment variable below.

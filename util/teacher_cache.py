@@ -68,6 +68,7 @@ def cache_teacher_predictions(
     computed, reused, skipped = 0, 0, []
     dataset.teacher_cache.mkdir(parents=True, exist_ok=True)
     indices = range(rank, len(dataset), world_size)
+    device_type = next(teacher.model.parameters()).device.type
     for index in tqdm(indices, desc="teacher cache", unit="img", disable=not sys.stderr.isatty() or rank != 0):
         path = dataset.teacher_cache_path(index)
         if path.exists():
@@ -81,7 +82,6 @@ def cache_teacher_predictions(
             skipped.append(str(err))
             logger.warning("teacher cache: skipping bad sample: %s", err)
             continue
-        device_type = next(teacher.model.parameters()).device.type
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=teacher.bf16):
             depth = teacher.model.infer_image(np.ascontiguousarray(rgb[..., ::-1]), input_size)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
