@@ -306,7 +306,8 @@ def main(args: argparse.Namespace) -> None:
         teacher_precision = "bf16" if teacher.bf16 else "fp32"
         choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
         logger.info("teacher kernels: %s", choice.describe())
-    sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
+    sampler = ResumableSampler([len(train_set)], per_rank=args.bs * args.accum_iter, world_size=info.world_size,
+                               rank=info.rank, seed=args.seed)  # fmt: skip
     loader = DataLoader(
         train_set,
         batch_size=args.bs,
@@ -346,7 +347,7 @@ def main(args: argparse.Namespace) -> None:
         while state.epoch < args.epochs and not stopped():
             if state.epoch_step < iters_per_epoch:
                 sampler.set_epoch(state.epoch)
-                sampler.set_start(state.epoch_step * args.bs * args.accum_iter)
+                sampler.set_start(state.epoch_step)
                 save_latest = partial(save, "latest.pth")
                 train_one_epoch(
                     ddp_model, teacher, loader, optimizer, scaler, args, state, info, writer, save_latest, monitor
