@@ -10,6 +10,8 @@ Several processes (DDP, NCCL on CUDA, gloo on CPU), the same flags:
     torchrun --nproc_per_node=4 train.py ...
 Continue after a crash:
     python train.py ... --resume        (reads <save-path>/latest.pth)
+Several datasets at once, each with its share of the samples drawn (docs/MIXTURES.md):
+    python train.py ... --dataset kitti_rig:1,my_data:2       or       --dataset mix.toml --eval-datasets held_out
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dataset import DataError, GenericDatasetWithIntrinsics, seed_worker
-from dataset.check import check_dataset
-from dataset.protocol import EVAL_CROPS, EvalProtocol
-from dataset.registry import build_dataset
+from dataset import DataError, seed_worker
+from dataset.mixture_dataset import MixtureDataset
+from dataset.protocol import EVAL_CROPS
 from dataset.units import parse_depth_scale
 from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
 from depth_anything_v2.configs import PATCH_SIZE
@@ -43,14 +44,15 @@ from util.checkpoint import (
 )
 from util.dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
 from util.distill import build_teacher
-from util.engine import NonFiniteLossError, evaluate, evaluate_and_record, train_one_epoch
+from util.engine import NonFiniteLossError, train_one_epoch
 from util.logger import MetricsWriter, finite_or_null, setup_logging
+from util.mixture_data import MixtureData, build_mixture_data, read_mixture, startup_table, training_options
+from util.mixture_eval import evaluate_and_record, evaluate_mixture, log_results
 from util.monitor import CollapseMonitor
 from util.optim import build_optimizer
-from util.precision import PRECISIONS, choose_kernels, teacher_uses_bf16, tune_allocator
+from util.precision import PRECISIONS, choose_kernels, tune_allocator
 from util.sampler import ResumableSampler
-from util.settings import check_args, check_run_folder, check_save_path, read_source
-from util.teacher_cache import teacher_cache_dir
+from util.settings import check_args, check_mixture_matches, check_run_folder, check_save_path, read_source
 
 logger = logging.getLogger("train")
 
@@ -90,8 +92,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     camera.add_argument("--no-zoom", action="store_true", help="disable the random zoom augmentation")
     camera.add_argument("--camera-dropout", type=float, default=0.2, help="probability of hiding K (null camera)")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="name under dataset/splits/, or a folder with splits/")
+    data.add_argument(
+        "--dataset",
+        required=True,
+        help="name under dataset/splits/, or a folder with splits/; several as a mixture NAME:WEIGHT,NAME:WEIGHT, "
+        "or a .toml file with per-dataset units, ranges and evaluation (docs/MIXTURES.md)",
+    )
     data.add_argument("--data-root", help="dataset root for named datasets (hypersim, vkitti2, kitti, nyu)")
+    data.add_argument(
+        "--eval-datasets", help="datasets evaluated and never trained on (held-out cameras), as --dataset"
+    )
+    data.add_argument(
+        "--steps-per-epoch", type=int, default=0, help="optimizer steps per epoch (0: the training sets' summed size)"
+    )
+    data.add_argument(
+        "--change-mixture", action="store_true", help="--resume on another --dataset mixture (the change is logged)"
+    )
     data.add_argument(
         "--img-size",
         type=int,
@@ -183,45 +199,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_protocol(args: argparse.Namespace, val_set: GenericDatasetWithIntrinsics) -> EvalProtocol:
-    """The evaluation protocol: each --eval-* flag given, else the dataset's declared protocol, else the training
-    range without a crop. The resolved values are written back to `args` (config.json records what ran)."""
-    declared = val_set.eval_protocol or EvalProtocol("none", args.min_depth, args.max_depth)
-    protocol = EvalProtocol(
-        args.eval_crop or declared.crop,
-        declared.min_depth if args.eval_min_depth is None else args.eval_min_depth,
-        declared.max_depth if args.eval_max_depth is None else args.eval_max_depth,
-    )
-    args.eval_crop, args.eval_min_depth, args.eval_max_depth = protocol.crop, protocol.min_depth, protocol.max_depth
-    return protocol
-
-
-def build_data(args: argparse.Namespace, split: str, mode: str, info: DistInfo) -> GenericDatasetWithIntrinsics:
-    """The `split` of --dataset in `mode`; a data problem stops the run with its message."""
-    size = (args.img_size, args.img_size)
-    options = dict(min_depth=args.min_depth, depth_scale=args.depth_scale, skip_bad_samples=args.skip_bad_samples)
-    if mode == "train":
-        cache = None
-        if args.cache_teacher:
-            bf16 = teacher_uses_bf16(args.teacher_precision, args.precision, info.device)
-            cache = teacher_cache_dir(
-                Path(args.save_path) / "teacher_cache", args.teacher_checkpoint, bf16, args.img_size
-            )
-        options.update(
-            zoom_range=args.zoom_range,
-            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
-            teacher_cache=cache,
-        )
-    what = f"{'training' if mode == 'train' else 'validation'} data"
-    try:
-        dataset = build_dataset(args.dataset, split, size, mode, args.data_root, args.max_depth, **options)
-        check_dataset(dataset, what)  # sizes, units and range, before the model and teacher are built
-    except DataError as err:
-        logger.error("%s: %s", what, err)
-        raise SystemExit(f"{what}: {err}") from None
-    return dataset
-
-
 def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -> DepthAnythingV2:
     """The student, with the weights of --pretrained-from (`source`, already read; a new camera encoder is
     initialised)."""
@@ -248,6 +225,8 @@ def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict |
     info = init_distributed(args.device, args.dist_timeout)
     resume_ckpt, source = read_source(args)
     check_args(args, info)
+    if resume_ckpt is not None:
+        check_mixture_matches(resume_ckpt, args.resume, args)
     save_path = Path(args.save_path) if args.save_path else Path(args.pretrained_from).parent
     if info.is_main:
         check_save_path(save_path)
@@ -272,32 +251,47 @@ def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict |
     return info, save_path, resume_ckpt, source
 
 
+def evaluate_only(
+    model: DepthAnythingV2, data: MixtureData, args: argparse.Namespace, info: DistInfo, save_path: Path
+) -> None:
+    """--eval-only: every dataset of the mixture and of --eval-datasets, into eval.json (flat keys, as the
+    metrics.jsonl tags without `eval/`)."""
+    choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
+    logger.info("kernels for evaluation: %s", choice.describe())
+    results = evaluate_mixture(model, data, args, info)
+    log_results("evaluation", results, data)
+    if info.is_main:
+        (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
+        logger.info("wrote %s", save_path / "eval.json")
+
+
 def main(args: argparse.Namespace) -> None:
+    specs, held_out = read_mixture(args)  # a bad spec stops here, before any work
     info, save_path, resume_ckpt, source = start(args)
-    val_set = build_data(args, "val", "val", info)
-    train_set = None if args.eval_only else build_data(args, "train", "train", info)
-    protocol = resolve_protocol(args, val_set)
+    data = build_mixture_data(args, specs, held_out, None if args.eval_only else training_options(args, info.device))
+    step_draws = args.bs * args.accum_iter * info.world_size
+    train_size = sum(len(d) for d in data.train.values())
+    iters_per_epoch = args.steps_per_epoch or train_size // step_draws
+    logger.info("datasets:\n%s", startup_table(data, args, step_draws, iters_per_epoch))
     if info.is_main and not args.eval_only:
         (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
     model = build_model(args, info, source)
     if args.eval_only:
-        choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
-        logger.info("kernels for evaluation: %s", choice.describe())
-        results = evaluate(model, val_set, protocol, args, info)
-        logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
-        if info.is_main:
-            (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
-            logger.info("wrote %s", save_path / "eval.json")
-        cleanup_distributed()
+        try:
+            evaluate_only(model, data, args, info, save_path)
+        except DataError as err:
+            raise SystemExit(str(err)) from None
+        finally:
+            cleanup_distributed()
         return
 
-    iters_per_epoch = len(train_set) // (args.bs * args.accum_iter * info.world_size)
     if iters_per_epoch == 0:
         raise SystemExit(
-            f"the training split has {len(train_set)} samples, fewer than one batch of "
-            f"{args.bs} x {args.accum_iter} micro-batches x {info.world_size} processes: lower --bs or --accum-iter"
+            f"the training data has {train_size} samples, fewer than one step of {args.bs} x {args.accum_iter} "
+            f"micro-batches x {info.world_size} processes: lower --bs or --accum-iter, or set --steps-per-epoch"
         )
-    teacher = build_teacher(args, info, train_set, val_set)
+    train_set = MixtureDataset(data.train)
+    teacher = build_teacher(args, info, train_set, data.val[specs[0].label])
     forced = parse_kernels(args.kernels)
     choice = choose_kernels(model, args.bs, args.img_size, args.precision, "training", forced)
     logger.info("student kernels for %d x %d px batches of %d: %s", args.img_size, args.img_size, args.bs,
@@ -306,8 +300,11 @@ def main(args: argparse.Namespace) -> None:
         teacher_precision = "bf16" if teacher.bf16 else "fp32"
         choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
         logger.info("teacher kernels: %s", choice.describe())
-    sampler = ResumableSampler([len(train_set)], per_rank=args.bs * args.accum_iter, world_size=info.world_size,
-                               rank=info.rank, seed=args.seed)  # fmt: skip
+    sampler = ResumableSampler(
+        [len(d) for d in data.train.values()], [s.weight for s in specs], data.train_labels,
+        per_rank=args.bs * args.accum_iter, world_size=info.world_size, rank=info.rank, seed=args.seed,
+        steps_per_epoch=iters_per_epoch,
+    )  # fmt: skip
     loader = DataLoader(
         train_set,
         batch_size=args.bs,
@@ -324,7 +321,10 @@ def main(args: argparse.Namespace) -> None:
     if resume_ckpt is not None:
         check_resume_matches(resume_ckpt, args.resume, args, info.world_size)
         resume(resume_ckpt, model, optimizer, scaler, state)
-        logger.info("resumed at epoch %d, iteration %d", state.epoch, state.iteration)
+        if resume_ckpt.get("sampler") is not None and not sampler.load_state_dict(resume_ckpt["sampler"]):
+            logger.warning("the mixture changed: each dataset's stream continues, the rest of the epoch is drawn anew")
+        logger.info("resumed at epoch %d, iteration %d; samples drawn so far: %s", state.epoch, state.iteration,
+                    sampler.drawn(state.epoch_step))  # fmt: skip
 
     ddp_model = (
         DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
@@ -336,17 +336,17 @@ def main(args: argparse.Namespace) -> None:
 
     def save(name: str) -> None:
         if info.is_main:
-            save_checkpoint(
-                training_checkpoint(model, optimizer, scaler, state, args, info.world_size), save_path / name
-            )
+            sampler_state = sampler.state_dict(state.epoch_step)
+            checkpoint = training_checkpoint(model, optimizer, scaler, state, args, info.world_size, sampler_state)
+            save_checkpoint(checkpoint, save_path / name)
 
     def stopped() -> bool:
         return bool(args.max_steps) and state.iteration >= args.max_steps
 
     try:
         while state.epoch < args.epochs and not stopped():
+            sampler.set_epoch(state.epoch)
             if state.epoch_step < iters_per_epoch:
-                sampler.set_epoch(state.epoch)
                 sampler.set_start(state.epoch_step)
                 save_latest = partial(save, "latest.pth")
                 train_one_epoch(
@@ -354,11 +354,12 @@ def main(args: argparse.Namespace) -> None:
                 )
             if state.epoch_step >= iters_per_epoch:  # the epoch is done; a resumed run may still owe its evaluation
                 if (state.epoch + 1) % args.eval_interval == 0 and state.evaluated_iteration != state.iteration:
-                    evaluate_and_record(model, val_set, protocol, args, info, state, writer, save)
+                    evaluate_and_record(model, data, args, info, state, writer, save)
                 state.epoch, state.epoch_step = state.epoch + 1, 0
+                sampler.set_epoch(state.epoch)  # its state in latest.pth is the new epoch's start
             save("latest.pth")
         if stopped() and state.evaluated_iteration != state.iteration:  # --max-steps: the final weights too
-            evaluate_and_record(model, val_set, protocol, args, info, state, writer, save)
+            evaluate_and_record(model, data, args, info, state, writer, save)
             save("latest.pth")
     except NonFiniteLossError as err:
         logger.error("%s", err)

@@ -1,8 +1,14 @@
-"""The training datasets of a mixture as one index space, for one DataLoader and `util.sampler.ResumableSampler`."""
+"""The training datasets of a mixture as one index space, for one DataLoader and `util.sampler.ResumableSampler`.
+
+It also offers what the teacher cache pass reads of a dataset (`teacher_cache`, `teacher_cache_path`, `load`,
+`skip_bad_samples`), so that one pass fills the cache for every dataset: a cached prediction is named by its image
+(path, size, modification time), never by its dataset, so the keys stay right across datasets.
+"""
 
 from __future__ import annotations
 
 import bisect
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -41,3 +47,21 @@ class MixtureDataset(Dataset):
         sample = self.datasets[d][(local, seed)]
         sample["source"] = d
         return sample
+
+    @property
+    def teacher_cache(self) -> Path | None:
+        """The teacher cache folder, the same for every dataset of a run (None: no cache)."""
+        return self.datasets[0].teacher_cache
+
+    @property
+    def skip_bad_samples(self) -> bool:
+        return self.datasets[0].skip_bad_samples
+
+    def teacher_cache_path(self, index: int) -> Path:
+        d, local = self.locate(index)
+        return self.datasets[d].teacher_cache_path(local)
+
+    def load(self, index: int):
+        """(RGB image, depth in metres, K or None) of a concatenated index (see GenericDatasetWithIntrinsics.load)."""
+        d, local = self.locate(index)
+        return self.datasets[d].load(local)

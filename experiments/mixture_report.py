@@ -121,7 +121,7 @@ def held_out_labels(record: dict) -> list[str]:
 def plot(record: dict, summary: dict, path: Path) -> None:
     """abs_rel and zoom slope against the camera's focal length (short sides, log axis) for A and C, held-out
     cameras as filled markers joined by lines, training cameras as grey verticals; bars: range over seeds."""
-    canvas = np.full((430, 900, 3), 255, np.uint8)
+    canvas = np.full((450, 900, 3), 255, np.uint8)
     cams = record["design"]["cameras"]
     focals = [c["focal"] for kind in cams.values() for c in kind]
     xlim = (min(focals) * 0.8, max(focals) * 1.25)
@@ -145,9 +145,9 @@ def plot(record: dict, summary: dict, path: Path) -> None:
             ax.line(xs, [s["mean"] for s in stats], COLOURS[model])
     panels[1][0].line(xlim, (0.0, 0.0), BLACK, thickness=1, markers=False)
     for i, (model, label) in enumerate(MODELS.items()):
-        Axes(canvas, (60 + 330 * i, 402, 90 + 330 * i, 412), (0, 1), (0, 1)).line((0, 1), (0.5, 0.5), COLOURS[model])
-        text(canvas, label, (98 + 330 * i, 412), 0.42)
-    text(canvas, "grey dashed: training cameras", (720, 412), 0.38, GREY)
+        Axes(canvas, (60 + 330 * i, 424, 90 + 330 * i, 434), (0, 1), (0, 1)).line((0, 1), (0.5, 0.5), COLOURS[model])
+        text(canvas, label, (98 + 330 * i, 434), 0.42)
+    text(canvas, "grey dashed: training cameras", (720, 434), 0.38, GREY)
     cv2.imwrite(str(path), canvas)
 
 

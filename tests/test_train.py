@@ -193,8 +193,8 @@ def test_each_evaluation_writes_validation_panels_to_tensorboard(data, tmp_path)
     (events,) = save_path.glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
     accumulator.Reload()
-    assert sorted(accumulator.Tags()["images"]) == ["eval/images/0", "eval/images/1", "eval/images/2"]
-    shots = accumulator.Images("eval/images/0")
+    assert sorted(accumulator.Tags()["images"]) == [f"eval/images/scenes/{i}" for i in range(3)]
+    shots = accumulator.Images("eval/images/scenes/0")
     assert [s.step for s in shots] == [3, 6]  # one per evaluation, at its global iteration
     # image | prediction | truth | error, each 112 x 84 (the ground truth's size), 4 px gaps
     assert (shots[0].width, shots[0].height) == (4 * 112 + 3 * 4, 84)

@@ -54,8 +54,10 @@ def training_checkpoint(
     state: TrainState,
     args: argparse.Namespace,
     world_size: int,
+    sampler_state: dict | None = None,
 ) -> dict:
-    """Everything a resume needs, as tensors and primitives only (loadable with weights_only=True)."""
+    """Everything a resume needs, as tensors and primitives only (loadable with weights_only=True); `sampler_state`
+    is the training sampler's `state_dict` (the mixture's position, per-dataset draws)."""
     return {
         "world_size": world_size,
         "model": model.state_dict(),
@@ -65,6 +67,7 @@ def training_checkpoint(
         **asdict(state),
         "args": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()},
         "rng": get_rng_state(),
+        "sampler": sampler_state,
     }
 
 

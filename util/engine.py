@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dataset.protocol import EvalProtocol, eval_crop_mask
 from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
 
-from .checkpoint import TrainState, update_best
+from .checkpoint import TrainState
 from .dist import DistInfo, all_reduce_sum
 from .distill import student_loss
 from .logger import AverageMeter, MetricsWriter
@@ -141,9 +141,8 @@ def forward_backward(
             teacher_depth = batch.get("teacher_depth")
             if teacher_depth is None and teacher is not None:
                 teacher_depth = teacher(batch["image"])
-        loss, terms = student_loss(
-            pred.float(), batch, args.min_depth, args.max_depth, teacher_depth, args.distill_weight
-        )
+        # Each sample's depth_valid already holds its own dataset's range (a mixture's datasets differ).
+        loss, terms = student_loss(pred.float(), batch, 0.0, math.inf, teacher_depth, args.distill_weight)
         scaled = loss / args.accum_iter
         (scaler.scale(scaled) if scaler else scaled).backward()
     return loss.detach(), terms, pred.detach()
@@ -213,6 +212,8 @@ def train_one_epoch(
                 "train/samples_per_sec": samples / elapsed,
             }
             terms = {k: torch.stack([t[k] for t in parts]).mean().item() for k in parts[0]}
+            drawn = loader.sampler.drawn(state.epoch_step)  # every rank's draws so far, per dataset of the mixture
+            scalars.update({f"data/{label}/samples": float(n) for label, n in drawn.items()})
             log_step(writer, state, it, scalars, terms, optimizer, scaler, last_iter)
             warning = monitor.update(spread, saturated, args.lr)
             if warning:
@@ -274,26 +275,3 @@ def evaluate(
     if zoom[1] > 0:
         results["zoom_slope"] = (zoom[0] / zoom[1]).item()
     return results
-
-
-def evaluate_and_record(
-    model: nn.Module,
-    dataset: Dataset,
-    protocol: EvalProtocol,
-    args: argparse.Namespace,
-    info: DistInfo,
-    state: TrainState,
-    writer: MetricsWriter | None,
-    save: Callable[[str], None],
-) -> None:
-    """Evaluate the current weights, log and write the metrics and the validation panels, and save best.pth when
-    abs_rel improved."""
-    panels: list[np.ndarray] = []
-    results = evaluate(model, dataset, protocol, args, info, panels if writer else None)
-    logger.info("epoch %d eval: %s", state.epoch, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    if writer:
-        writer.write(state.iteration, {f"eval/{k}": v for k, v in results.items()}, epoch=state.epoch)
-        writer.write_images(state.iteration, {f"eval/images/{i}": panel for i, panel in enumerate(panels)})
-    state.evaluated_iteration = state.iteration
-    if update_best(state.previous_best, results):
-        save("best.pth")

@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from dataset.mixture import mixture_differences
 from depth_anything_v2.configs import BACKBONE_CONFIGS, PATCH_SIZE
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, checkpoint_config, read_checkpoint
@@ -101,6 +102,22 @@ def resolve_zoom(args: argparse.Namespace) -> None:
         args.zoom_range = DEFAULT_ZOOM_RANGE
     if args.zoom_range is not None:
         args.zoom_range = tuple(args.zoom_range)
+
+
+def check_mixture_matches(ckpt: dict, path: str, args: argparse.Namespace) -> None:
+    """Refuse to resume on another training mixture (new or missing label, changed weight, source or setting),
+    naming each difference, unless --change-mixture (then the differences are logged). Checkpoints written before
+    mixtures were stored are not compared; --eval-datasets may change freely."""
+    saved = ckpt.get("args", {}).get("mixture")
+    changes = [] if saved is None else mixture_differences(saved, args.mixture)
+    if not changes:
+        return
+    if not args.change_mixture:
+        raise SettingsError(
+            f"{path} was trained on another mixture: {'; '.join(changes)}; resume with the same --dataset, or add "
+            "--change-mixture to continue on this one"
+        )
+    logger.warning("--change-mixture: resuming %s on another mixture: %s", path, "; ".join(changes))
 
 
 def run_folder_contents(save_path: Path) -> list[Path]:
