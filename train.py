@@ -225,8 +225,7 @@ def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict |
     info = init_distributed(args.device, args.dist_timeout)
     resume_ckpt, source = read_source(args)
     check_args(args, info)
-    if resume_ckpt is not None:
-        check_mixture_matches(resume_ckpt, args.resume, args)
+    changes = [] if resume_ckpt is None else check_mixture_matches(resume_ckpt, args.resume, args)
     save_path = Path(args.save_path) if args.save_path else Path(args.pretrained_from).parent
     if info.is_main:
         check_save_path(save_path)
@@ -245,6 +244,8 @@ def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict |
     )  # fmt: skip
     if resume_ckpt is not None:
         logger.info("resuming from %s (iteration %d)", args.resume, resume_ckpt["iteration"])
+    if changes:
+        logger.warning("--change-mixture: resuming %s on another mixture: %s", args.resume, "; ".join(changes))
     elif not args.eval_only:
         note = " (--resume auto: no latest.pth yet)" if args.resume == "auto" else ""
         logger.info("starting a new run in %s%s", save_path, note)

@@ -31,11 +31,6 @@ from .protocol import EVAL_CROPS
 from .registry import NAMED_DATASETS, SPLITS_DIR
 from .units import format_depth_scale, parse_depth_scale
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
-
 TOML_KEYS = ("path", "name", "data_root", "weight", "label", "depth_scale", "min_depth", "max_depth", "eval")
 EVAL_KEYS = ("crop", "min_depth", "max_depth")
 # TensorBoard tags are `eval/<label>/<metric>`: a label is one path component, and `mean` is the average's.
@@ -170,6 +165,13 @@ def read_toml_mixture(path: Path, flag: str = "--dataset") -> list[DatasetSpec]:
     """The `[[dataset]]` tables of a TOML file (see the module docstring), checked."""
     if not path.is_file():
         raise MixtureError(f"{flag} {path}: no such TOML file")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise MixtureError(f"{flag} {path}: reading TOML on Python 3.10 needs `pip install tomli`") from None
     try:
         document = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
@@ -296,12 +298,6 @@ def check_disjoint(train: list[DatasetSpec], held_out: list[DatasetSpec]) -> Non
 def mixture_record(specs: list[DatasetSpec]) -> list[dict]:
     """The mixture as plain values (config.json, the checkpoint's settings)."""
     return [asdict(spec) for spec in specs]
-
-
-def specs_from_record(record: list[dict]) -> list[DatasetSpec]:
-    """The inverse of `mixture_record`; unknown keys of a newer version are ignored."""
-    known = {f.name for f in fields(DatasetSpec)}
-    return [DatasetSpec(**{k: v for k, v in entry.items() if k in known}) for entry in record]
 
 
 def mixture_differences(saved: list[dict], now: list[dict]) -> list[str]:

@@ -36,6 +36,27 @@ sys.argv = ["train.py", *sys.argv[3:]]
 runpy.run_path({str(ROOT / "train.py")!r}, run_name="__main__")
 """
 
+# train.py whose global rank KILL_RANK (0 without torchrun) kills itself with SIGKILL at the start of optimizer step
+# KILL_STEP of its first attempt (torchelastic's restart count 0): `killing_train.py KILL_RANK KILL_STEP
+# train.py-arguments...`.
+KILLING_TRAIN = f"""
+import os, signal, sys
+sys.path.insert(0, {str(ROOT)!r})
+import train, util.engine
+rank, step = sys.argv[1], int(sys.argv[2])
+original, calls = util.engine.set_lr, []
+
+def set_lr(optimizer, lr):
+    calls.append(lr)
+    first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if os.environ.get("RANK", "0") == rank and first and len(calls) > step:
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(optimizer, lr)
+
+util.engine.set_lr = set_lr
+train.main(train.get_args_parser().parse_args(sys.argv[3:]))
+"""
+
 
 def write_run_data(
     root: Path, n_train: int, n_val: int, size: tuple[int, int], seed: int, name: str = "init.pth"

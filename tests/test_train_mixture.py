@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, SUBPROCESS_ENV, assert_same_state, read_jsonl
+from helpers import KILLING_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, read_jsonl
 
 import train
 from dataset.synthetic import write_synthetic_dataset
@@ -23,25 +24,6 @@ from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.loading import read_checkpoint
 
 KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last")  # no kernel timing in these tiny runs
-# train.py that SIGKILLs itself at the start of optimizer step KILL_STEP (on rank KILL_RANK, first attempt only):
-# `killing_train.py KILL_RANK KILL_STEP train.py-arguments...`.
-KILLING_TRAIN = f"""
-import os, signal, sys
-sys.path.insert(0, {str(ROOT)!r})
-import train, util.engine
-rank, step = sys.argv[1], int(sys.argv[2])
-original, calls = util.engine.set_lr, []
-
-def set_lr(optimizer, lr):
-    calls.append(lr)
-    first = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-    if os.environ.get("RANK", "0") == rank and first and len(calls) > step:
-        os.kill(os.getpid(), 9)
-    original(optimizer, lr)
-
-util.engine.set_lr = set_lr
-train.main(train.get_args_parser().parse_args(sys.argv[3:]))
-"""
 
 
 def to_millimetre_pngs_without_k(root: Path) -> None:
@@ -84,7 +66,7 @@ def mixture_args(data: Path, save_path: Path, *extra: str, dataset: str = "mix.t
 
 def drawn(save_path: Path) -> dict[str, float]:
     """The last logged data/<label>/samples."""
-    last = [e for e in read_jsonl(save_path / "metrics.jsonl") if "data/mm/samples" in e][-1]
+    last = [e for e in read_jsonl(save_path / "metrics.jsonl") if any(k.startswith("data/") for k in e)][-1]
     return {k: v for k, v in last.items() if k.startswith("data/")}
 
 
@@ -185,6 +167,14 @@ def test_resuming_on_another_mixture_is_refused_unless_asked(data, tmp_path, str
     ):
         train.main(train.get_args_parser().parse_args(argv))
     assert read_checkpoint(straight / "latest.pth")["iteration"] == 12
+    # Asked for, the run goes on: metres continues from its 18 samples, and the change is logged.
+    changed = tmp_path / "changed"
+    shutil.copytree(straight, changed)
+    argv = mixture_args(data, changed, "--resume", "--epochs", "3", "--max-steps", "13", "--change-mixture",
+                        dataset=str(other))  # fmt: skip
+    train.main(train.get_args_parser().parse_args(argv))
+    assert "--change-mixture: resuming" in (changed / "train.log").read_text()
+    assert drawn(changed) == {"data/metres/samples": 20}
 
 
 def test_eval_only_evaluates_every_dataset(data, tmp_path, straight):

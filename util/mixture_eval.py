@@ -18,9 +18,9 @@ from torch import nn
 
 from dataset import DataError
 
+from . import engine
 from .checkpoint import TrainState, update_best
 from .dist import DistInfo
-from .engine import evaluate
 from .logger import MetricsWriter
 from .mixture_data import MixtureData
 
@@ -46,7 +46,7 @@ def evaluate_mixture(
     for label, dataset in data.val.items():
         shots = None if panels is None else panels.setdefault(label, [])
         try:
-            per_dataset[label] = evaluate(model, dataset, data.protocols[label], args, info, shots)
+            per_dataset[label] = engine.evaluate(model, dataset, data.protocols[label], args, info, shots)
         except DataError as err:
             raise DataError(f"[{label}] {err}") from None
     mean = mean_over(per_dataset[label] for label in data.train_labels)

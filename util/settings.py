@@ -104,20 +104,18 @@ def resolve_zoom(args: argparse.Namespace) -> None:
         args.zoom_range = tuple(args.zoom_range)
 
 
-def check_mixture_matches(ckpt: dict, path: str, args: argparse.Namespace) -> None:
+def check_mixture_matches(ckpt: dict, path: str, args: argparse.Namespace) -> list[str]:
     """Refuse to resume on another training mixture (new or missing label, changed weight, source or setting),
-    naming each difference, unless --change-mixture (then the differences are logged). Checkpoints written before
-    mixtures were stored are not compared; --eval-datasets may change freely."""
+    naming each difference, unless --change-mixture; returns the differences (for the log). Checkpoints written
+    before mixtures were stored are not compared; --eval-datasets may change freely."""
     saved = ckpt.get("args", {}).get("mixture")
     changes = [] if saved is None else mixture_differences(saved, args.mixture)
-    if not changes:
-        return
-    if not args.change_mixture:
+    if changes and not args.change_mixture:
         raise SettingsError(
             f"{path} was trained on another mixture: {'; '.join(changes)}; resume with the same --dataset, or add "
             "--change-mixture to continue on this one"
         )
-    logger.warning("--change-mixture: resuming %s on another mixture: %s", path, "; ".join(changes))
+    return changes
 
 
 def run_folder_contents(save_path: Path) -> list[Path]:
