@@ -17,7 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
-PAGES = [README, *DOCS, ROOT / "experiments" / "README.md"]
+EXPERIMENTS = ROOT / "experiments" / "README.md"
+PAGES = [README, *DOCS, EXPERIMENTS]
 README_MAX_LINES = 300
 
 
@@ -105,9 +106,11 @@ def test_relative_links_point_at_existing_files_without_anchors(page):
 def test_readme_is_short_and_links_every_docs_page():
     text = README.read_text()
     n_lines = len(text.splitlines())
-    assert n_lines <= README_MAX_LINES, f"README.md has {n_lines} lines (at most {README_MAX_LINES}): move detail to docs/"
+    assert n_lines <= README_MAX_LINES, (
+        f"README.md has {n_lines} lines, at most {README_MAX_LINES}: move detail to docs/"
+    )
     linked = {(ROOT / target).resolve() for target in relative_links(text)}
-    unlinked = [str(p.relative_to(ROOT)) for p in [*DOCS, ROOT / "experiments" / "README.md"] if p.resolve() not in linked]
+    unlinked = [str(p.relative_to(ROOT)) for p in [*DOCS, EXPERIMENTS] if p.resolve() not in linked]
     assert not unlinked, f"README.md does not link {unlinked}"
 
 
