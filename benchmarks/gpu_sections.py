@@ -71,6 +71,7 @@ class Check:
         self.kernel_cache = self.tmp / "kernels.json"  # fresh: the choices are timed on this machine, in this run
         self.ceiling_tflops: float | None = None
         self.compiled = False  # whether device_model() runs compiled (for batch 1 at least)
+        self.flops_error = ""
 
     @functools.cache
     def cpu_model(self) -> DepthAnythingV2:
@@ -113,22 +114,28 @@ class Check:
 
         return run
 
-    @functools.cached_property
-    def flops_per_image(self) -> int:
-        """FLOPs of one image's forward (attention counted as explicit matmuls); counted in fp32, which has the
-        same FLOPs as bf16, because the counter's decompositions trip over autocast in the camera injection."""
-        run = self.forward(self.device_model(), 1, "fp32")
-        return _count_step_flops(self.device_model(), run)
+    @functools.cache
+    def flops_per_image(self) -> int | None:
+        """FLOPs of one image's forward of the eager model (attention counted as explicit matmuls), in fp32, which
+        has bf16's FLOPs: the counter's decompositions trip over autocast in the camera injection. None, with the
+        reason in `flops_error`, if the count fails: the times are still worth having."""
+        try:
+            return _count_step_flops(self.device_model(), self.forward(self.device_model(), 1, "fp32"))
+        except Exception as err:  # noqa: BLE001
+            self.flops_error = first_line(err)
+            return None
 
-    def timed(self, fn: Callable[[], object], batch: int, flops: int, **row: object) -> dict:
+    def timed(self, fn: Callable[[], object], batch: int, **row: object) -> dict:
         """A measured inference row: median, fastest and slowest ms per image, images/s, TFLOP/s, share of peak."""
         times = time_runs(fn, self.s["warmup"], self.s["repeats"])
         seconds = statistics.median(times)
-        tflops = flops / seconds / 1e12
+        flops = self.flops_per_image()
+        tflops = flops * batch / seconds / 1e12 if flops else None
         return {**row, "batch": batch, "status": "measured", "ms_per_image": 1e3 * seconds / batch,
                 "ms_fastest": 1e3 * min(times) / batch, "ms_slowest": 1e3 * max(times) / batch,
                 "images_per_s": batch / seconds, "tflops": tflops,
-                "of_peak": tflops / self.peak if self.peak else None}  # fmt: skip
+                "of_peak": tflops / self.peak if tflops and self.peak else None,
+                **({} if tflops else {"flop_count": self.flops_error})}  # fmt: skip
 
 
 def ceiling(check: Check, section: dict) -> None:
@@ -212,7 +219,6 @@ def accuracy(check: Check, section: dict) -> None:
 def inference(check: Check, section: dict) -> None:
     model = check.device_model()
     for batch in check.s["batches"]:
-        flops = check.flops_per_image * batch
         for impl in ("explicit", "sdpa"):
 
             def eager_row(impl: str = impl) -> dict:
@@ -220,7 +226,7 @@ def inference(check: Check, section: dict) -> None:
                 choice = tune_kernels(
                     model, batch, check.size, check.size, "bf16", "inference", forced, check.kernel_cache
                 )
-                return check.timed(check.forward(model, batch), batch, flops, kernels=choice.describe())
+                return check.timed(check.forward(model, batch), batch, kernels=choice.describe())
 
             attempt(section["rows"], eager_row, mode="eager", batch=batch)
 
@@ -273,22 +279,22 @@ def training(check: Check, section: dict) -> None:
         torch.cuda.reset_peak_memory_stats()
     times = time_runs(lambda: step(batch), check.s["train_warmup"], check.s["train_repeats"])
     peak_gib = (torch.cuda.max_memory_allocated() if check.cuda else peak_rss_bytes()) / 2**30
-    seconds, one = statistics.median(times), make_batch(1)
+    seconds = statistics.median(times)
+    memory = "allocated on the GPU" if check.cuda else "process peak RSS"
+    row = {"mode": "step", "batch": batch_size, "status": "measured", "seconds_per_step": seconds,
+           "images_per_s": batch_size / seconds, "peak_memory_gib": peak_gib, "memory": memory,
+           "kernels": choice.describe()}  # fmt: skip
+    rows.append(row)  # before the count, so that a count that fails leaves the time
+    one = make_batch(1)
     flops = _count_step_flops(nn.ModuleList([student, teacher.model]), lambda: step(one)) * batch_size
     tflops = flops / seconds / 1e12
-    rows.append({
-        "mode": "step", "batch": batch_size, "status": "measured", "seconds_per_step": seconds,
-        "images_per_s": batch_size / seconds, "tflop_per_step": flops / 1e12, "tflops": tflops,
-        "mfu": tflops / check.peak if check.peak else None,
-        "of_ceiling": tflops / check.ceiling_tflops if check.ceiling_tflops else None,
-        "peak_memory_gib": peak_gib, "memory": "allocated on the GPU" if check.cuda else "process peak RSS",
-        "kernels": choice.describe(),
-    })  # fmt: skip
+    row.update(tflop_per_step=flops / 1e12, tflops=tflops, mfu=tflops / check.peak if check.peak else None,
+               of_ceiling=tflops / check.ceiling_tflops if check.ceiling_tflops else None)  # fmt: skip
 
 
 def compiled(check: Check, section: dict) -> None:
     model = check.device_model()
-    flops = {batch: check.flops_per_image * batch for batch in check.s["batches"]}  # counted on the eager model
+    check.flops_per_image()  # counted on the eager model, before it is compiled
     # A static graph per batch size: after a second shape torch.compile would otherwise make the batch dynamic.
     torch._dynamo.config.automatic_dynamic_shapes = False
     compile_frozen(model)
@@ -299,12 +305,12 @@ def compiled(check: Check, section: dict) -> None:
             run = check.forward(model, batch)
             compile_seconds = time_runs(run, 0, 1)[0]
             check.compiled |= batch == 1
-            return {**check.timed(run, batch, flops[batch]), "compile_s": compile_seconds, "kernels": choice.describe()}
+            return {**check.timed(run, batch), "compile_s": compile_seconds, "kernels": choice.describe()}
 
         attempt(section["rows"], compiled_row, mode="compiled", batch=batch)
 
 
-def graph_row(check: Check, model: nn.Module, flops: int) -> dict:
+def graph_row(check: Check, model: nn.Module) -> dict:
     """Capture one bf16 forward of one image (autocast entered inside the capture, so no cached cast outlives it) as
     a CUDA graph and time its replays; its output, poisoned with NaN before a replay, must come back as a direct
     call's."""
@@ -323,17 +329,15 @@ def graph_row(check: Check, model: nn.Module, flops: int) -> dict:
     with torch.inference_mode():
         out.fill_(math.nan)
     graph.replay()
-    return {**check.timed(graph.replay, 1, flops), "graph_vs_direct": relative_error(out, direct)}
+    return {**check.timed(graph.replay, 1), "graph_vs_direct": relative_error(out, direct)}
 
 
 def graphs(check: Check, section: dict) -> None:
     """One image replayed as a CUDA graph: a fresh eager copy of the model, and the compiled model if it was."""
     eager = copy.deepcopy(check.cpu_model()).to(check.device)
-    eager_row = lambda: graph_row(check, eager, check.flops_per_image)  # noqa: E731
-    attempt(section["rows"], eager_row, mode="eager + CUDA graph", batch=1)
+    attempt(section["rows"], lambda: graph_row(check, eager), mode="eager + CUDA graph", batch=1)
     if check.compiled:
-        compiled_row = lambda: graph_row(check, check.device_model(), check.flops_per_image)  # noqa: E731
-        attempt(section["rows"], compiled_row, mode="compiled + CUDA graph", batch=1)
+        attempt(section["rows"], lambda: graph_row(check, check.device_model()), mode="compiled + CUDA graph", batch=1)
     else:
         section["rows"].append({"mode": "compiled + CUDA graph", "batch": 1, "status": "skipped",
                                 "reason": "the compiled section did not compile batch 1"})  # fmt: skip
