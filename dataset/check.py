@@ -113,7 +113,8 @@ def check_dataset(dataset: GenericDatasetWithIntrinsics, what: str = "data") -> 
             + "".join(f"\n  {'likely fix' if i == 0 else '        or'}: {fix}" for i, fix in enumerate(fixes))
         )
     logger.info("%s: %s", what, described)
-    for warning in range_warnings(summary.below, summary.above, summary.p1, summary.p50, summary.p99, dataset):
+    percentiles = (summary.p1, summary.p50, summary.p99)
+    for warning in range_warnings(summary.below, summary.above, *percentiles, dataset.min_depth, dataset.max_depth):
         logger.warning("%s: %s", what, warning)
     if summary.empty:
         logger.warning("%s: %d of the %d checked depth maps have no measured pixel", what, summary.empty, summary.maps)

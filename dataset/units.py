@@ -6,12 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .generic_with_intrinsics import GenericDatasetWithIntrinsics
 
 # The usual stored depth encodings, as (--depth-scale spelling, metres per stored unit, what stores it).
 COMMON_DEPTH_SCALES: tuple[tuple[str, float, str], ...] = (
@@ -142,13 +138,13 @@ def other_unit(median_m: float, reference_m: float, depth_scale: float, own_unit
 
 
 def range_warnings(
-    below: float, above: float, p1: float, p50: float, p99: float, dataset: GenericDatasetWithIntrinsics
+    below: float, above: float, p1: float, p50: float, p99: float, min_depth: float, max_depth: float
 ) -> list[str]:
-    """What is worth a warning about a list's measured depth (mean fractions per map below and above the dataset's
-    [min_depth, max_depth], percentiles in m): much of it outside the range (never suggesting a --max-depth beyond
+    """What is worth a warning about a list's measured depth (mean fractions per map below and above [min_depth,
+    max_depth], percentiles, all m): much of it outside the range (never suggesting a --max-depth beyond
     MAX_SCENE_DEPTH_M), or depth that looks like inverse depth (disparity) or normalised depth, not metres."""
     warnings = []
-    outside = f"{above:.0%} of the measured depth lies above --max-depth {dataset.max_depth:g} m and is ignored"
+    outside = f"{above:.0%} of the measured depth lies above --max-depth {max_depth:g} m and is ignored"
     if above >= WARN_OUTSIDE and p99 > MAX_SCENE_DEPTH_M:
         warnings.append(
             f"{outside}, with a 99th percentile of {p99:.3g} m, deeper than any camera scene: are some values in "
@@ -158,12 +154,12 @@ def range_warnings(
         warnings.append(f"{outside} (99th percentile {p99:.3g} m): --max-depth {nice_max_depth(p99)}?")
     if below >= WARN_OUTSIDE:
         warnings.append(
-            f"{below:.0%} of the measured depth lies below --min-depth {dataset.min_depth:g} m and is ignored (1st "
+            f"{below:.0%} of the measured depth lies below --min-depth {min_depth:g} m and is ignored (1st "
             f"percentile {p1:.3g} m): is --depth-scale right?"
         )
-    if math.isfinite(dataset.max_depth) and p99 <= INVERSE_DEPTH_P99_M and dataset.max_depth >= 10 * p99:
+    if math.isfinite(max_depth) and p99 <= INVERSE_DEPTH_P99_M and max_depth >= 10 * p99:
         warnings.append(
-            f"measured depth {percentiles_text(p1, p50, p99)} with --max-depth {dataset.max_depth:g} m: the maps look "
+            f"measured depth {percentiles_text(p1, p50, p99)} with --max-depth {max_depth:g} m: the maps look "
             "like inverse depth (disparity) or depth normalised to 0..1, saved as depth. Training needs depth in "
             "metres: convert disparity with depth = fx * baseline / disparity (or 1 / inverse depth); normalised "
             f"depth has no metric scale. If these scenes really lie within {p99:.3g} m, lower --max-depth to "
