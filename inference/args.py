@@ -50,7 +50,9 @@ class InferenceParser(argparse.ArgumentParser):
     and then refused or accepted by the checks of the value itself.
     """
 
-    def parse_known_args(self, args=None, namespace=None):
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         words = list(sys.argv[1:] if args is None else args)
         joined = []
         while words:
