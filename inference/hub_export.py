@@ -12,6 +12,7 @@ import torch
 from dataset.io import DataError
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.geometry import canonical_intrinsics
+from depth_anything_v2.hub import parse_hub_name
 
 CHECK_SIZE = 518
 METRICS_FILE = "metrics.jsonl"
@@ -35,9 +36,11 @@ def training_summary(source: Path, checkpoint: dict) -> dict:
     args = checkpoint.get("args") if isinstance(checkpoint.get("args"), dict) else {}
     summary: dict = {}
     if args.get("dataset"):
-        summary["datasets"] = [str(args["dataset"])]
+        datasets = args["dataset"] if isinstance(args["dataset"], list) else [args["dataset"]]
+        summary["datasets"] = [Path(str(d)).name for d in datasets]  # a name, not this machine's folders
     if args.get("pretrained_from"):
-        summary["pretrained_from"] = str(args["pretrained_from"])
+        start = str(args["pretrained_from"])
+        summary["pretrained_from"] = start if parse_hub_name(start) else Path(start).name
     if isinstance(checkpoint.get("iteration"), int):
         summary["iterations"] = checkpoint["iteration"]
     metrics_file = source.parent / METRICS_FILE if source.is_file() else None
