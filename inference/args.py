@@ -19,6 +19,7 @@ from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE
 from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
+from depth_anything_v2.pretrained import checkpoint_weights_file
 from inference.backends import (
     BACKENDS,
     CheckpointGraphs,
@@ -69,8 +70,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, export: bool = False) -
     graph = "" if export else ", or an .onnx of export.py (with an ONNX --backend)"
     model.add_argument(
         "--load-from",
-        help=f"official .pth or one of our checkpoints{graph}; default: checkpoints/depth_anything_v2_<encoder>.pth, "
-        "as the official scripts",
+        help=f"official .pth, one of our checkpoints, a saved model folder, a Hugging Face hub name (e.g. "
+        f"depth-anything/Depth-Anything-V2-Small-hf, docs/HUB.md){graph}; default: "
+        "checkpoints/depth_anything_v2_<encoder>.pth, as the official scripts",
     )
     model.add_argument(
         "--encoder",
@@ -186,7 +188,8 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
             f"no --load-from, so the official checkpoint {name} is used, but it is not in "
             f"{' or '.join(str(c.parent.resolve()) for c in candidates)}. Download it from "
             f"https://huggingface.co/depth-anything/Depth-Anything-V2-{OFFICIAL_SIZES[encoder]} into checkpoints/ "
-            "(checkpoints/README.md lists every file), or pass --load-from CHECKPOINT"
+            "(checkpoints/README.md lists every file), or pass --load-from CHECKPOINT, or load it by name: "
+            f"--load-from depth-anything/Depth-Anything-V2-{OFFICIAL_SIZES[encoder]}"
         )
     return found
 
@@ -231,7 +234,9 @@ def load_runner(args: argparse.Namespace) -> Runner:
         if args.compile:
             compile_frozen(model)  # in place, so that the runner's model(...) runs the compiled forward
         return TorchRunner(model, device, precision, kernels)
-    graphs = CheckpointGraphs(source, model, build, cache_folder(source, args.export_cache))
+    weights = checkpoint_weights_file(str(source))
+    beside = source if source.exists() else None  # exports of a hub model are not put into the hub's cache
+    graphs = CheckpointGraphs(weights, model, build, cache_folder(beside, args.export_cache))
     return OnnxRunner(args.backend, precision, ModelInfo.of(model), graphs)
 
 
