@@ -33,6 +33,7 @@ from dataset.protocol import EVAL_CROPS
 from dataset.units import parse_depth_scale
 from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
 from depth_anything_v2.configs import PATCH_SIZE
+from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
 from util.checkpoint import (
@@ -123,6 +124,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
     data.add_argument("--skip-bad-samples", action="store_true", help="skip (and log) samples that fail to load")
+    data.add_argument(
+        OFFCENTRE_FLAG,
+        action="store_true",
+        help="accept K whose principal point lies far from the image centre (crops; docs/DATA_CHECKS.md)",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, default=40)
     optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
@@ -244,11 +250,11 @@ def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict |
     )  # fmt: skip
     if resume_ckpt is not None:
         logger.info("resuming from %s (iteration %d)", args.resume, resume_ckpt["iteration"])
-    if changes:
-        logger.warning("--change-mixture: resuming %s on another mixture: %s", args.resume, "; ".join(changes))
     elif not args.eval_only:
         note = " (--resume auto: no latest.pth yet)" if args.resume == "auto" else ""
         logger.info("starting a new run in %s%s", save_path, note)
+    if changes:
+        logger.warning("--change-mixture: resuming %s on another mixture: %s", args.resume, "; ".join(changes))
     return info, save_path, resume_ckpt, source
 
 

@@ -1,6 +1,6 @@
 """The web demo in a real browser: headless Chromium (Debian's chromium, driven by Playwright) opens the page,
-uploads a photo, presses the buttons, finds the depth image and the download links, and saves the screenshot the
-README shows (docs/app.png). Skipped when Chromium or Playwright is missing (.ci/run installs both)."""
+uploads a photo, presses the buttons, finds the depth image and the download links, and saves the screenshot that
+docs/INFERENCE.md shows (docs/app.png). Skipped when Chromium or Playwright is missing (.ci/run installs both)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from dataset import DataError, GenericDatasetWithIntrinsics
-from dataset.check import DepthSummary, check_dataset
+from dataset.check import DepthSummary, check_dataset, check_splits
 from dataset.mixture import DatasetSpec, MixtureError, check_disjoint, mixture_record, parse_mixture
 from dataset.protocol import EvalProtocol
 from dataset.registry import build_dataset
@@ -107,42 +107,52 @@ def build_mixture_data(
     train_options: dict | None,
 ) -> MixtureData:
     """Build and check the validation split of every dataset and, unless `train_options` is None (--eval-only), the
-    training split of each training dataset (with `train_options`: zoom, camera dropout, teacher cache).
+    training split of each training dataset (with `train_options`: zoom, camera dropout, teacher cache); then each
+    training list against its validation list, and each held-out list against the training lists.
 
     Raises:
-        SystemExit: every problem of every dataset and split at once, one block per dataset and split, each
-            starting with `[label]`.
+        SystemExit: every problem of every dataset and split at once; with several datasets each block starts with
+            the dataset's `[label]` (a single dataset's messages are those of a run without a mixture).
     """
-    data, problems = MixtureData(specs, held_out), []
+    data, problems = MixtureData(specs, held_out), {}  # message -> what it is about
     size = (args.img_size, args.img_size)
     for spec in [*specs, *held_out]:
+        label = f"[{spec.label}] " if len(specs) + len(held_out) > 1 else ""
         units = dataset_options(spec, args)
         if units["max_depth"] > args.max_depth:
-            problems.append(
-                f"[{spec.label}] max_depth {units['max_depth']:g} m is beyond the model's --max-depth "
-                f"{args.max_depth:g} m (its head cannot predict deeper): lower it or raise --max-depth"
-            )
-            continue  # fmt: skip
-        trained = spec in specs and train_options is not None
-        for split in ("train", "val") if trained else ("val",):
-            what = f"[{spec.label}] {'training' if split == 'train' else 'validation'} data"
+            message = (f"max_depth {units['max_depth']:g} m is beyond the model's --max-depth {args.max_depth:g} m "
+                       "(its head cannot predict deeper): lower it or raise --max-depth")  # fmt: skip
+            problems.setdefault(message, []).append(f"{label}settings")
+            continue
+        for split in ("val", "train") if spec in specs and train_options is not None else ("val",):
+            what = f"{label}{'training' if split == 'train' else 'validation'} data"
             try:
                 dataset = build_dataset(
                     spec.source, split, size, split, spec.data_root, units["max_depth"],
                     depth_scale=units["depth_scale"], min_depth=units["min_depth"],
-                    skip_bad_samples=args.skip_bad_samples, **(train_options if split == "train" else {}),
+                    skip_bad_samples=args.skip_bad_samples,
+                    allow_offcentre_principal_point=args.allow_offcentre_principal_point,
+                    **(train_options if split == "train" else {}),
                 )  # fmt: skip
-                summary = check_dataset(dataset, what)
+                summary = check_dataset(dataset, what)  # sizes, units and range, before the model is built
             except DataError as err:
-                problems.append(f"{what}: {err}")
+                problems.setdefault(str(err), []).append(what)
                 continue
             getattr(data, split)[spec.label] = dataset
-            if split == "train" or not trained:
+            if split == "train" or spec.label not in data.summaries:
                 data.summaries[spec.label] = summary
+    if not problems:
+        for spec in [*specs, *held_out]:
+            label = f"[{spec.label}] " if len(specs) + len(held_out) > 1 else ""
+            for train_set in [data.train[spec.label]] if spec.label in data.train else data.train.values():
+                try:
+                    check_splits(train_set, data.val[spec.label])
+                except DataError as err:
+                    problems.setdefault(str(err), []).append(f"{label}data")
     if problems:
-        for problem in problems:
-            logger.error("%s", problem)
-        raise SystemExit("\n".join(problems))
+        message = "\n".join(f"{' and '.join(whats)}: {err}" for err, whats in problems.items())
+        logger.error("%s", message)
+        raise SystemExit(message)
     for spec in [*specs, *held_out]:
         data.protocols[spec.label] = resolve_protocol(spec, data.val[spec.label], args)
     if len(specs) == 1:  # one training dataset: config.json keeps its protocol in the --eval-* flags, as before

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dataset import DataError, GenericDatasetWithIntrinsics
+from depth_anything_v2.pretrained import checkpoint_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def teacher_cache_dir(root: Path, checkpoint: str, bf16: bool, input_size: int) 
     """The cache folder of one teacher setting under `root`: a key of the teacher file's identity (path, size,
     modification time, first MiB), its precision and the input size. Another teacher or setting gets another
     folder, never a stale cache; `teacher.json` inside says what produced it."""
-    path = Path(checkpoint)
+    path = checkpoint_weights_file(checkpoint)  # a hub name's file in the hub cache; a model folder's weights
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(1 << 20)).hexdigest()
     stat = path.stat()
