@@ -151,9 +151,10 @@ def _resolve_source(source: str, data_root: str | None, where: str, base: Path) 
         return str(folder.resolve())
     if re.fullmatch(r"[\w.-]+", source) and (SPLITS_DIR / source).is_dir():
         return source
+    shown = "" if folder == Path(source) else f" ({folder})"
     raise MixtureError(
-        f"{where}: {source!r} is not a folder ({folder}), a named dataset ({', '.join(sorted(NAMED_DATASETS))}) "
-        f"or a name under {SPLITS_DIR}"
+        f"{where}: {source!r} is not a folder{shown}, a named dataset ({', '.join(sorted(NAMED_DATASETS))}) or a "
+        f"name under {SPLITS_DIR}"
     )
 
 

@@ -107,6 +107,7 @@ def test_a_millimetre_dataset_without_its_depth_scale_stops_before_training(data
     # Both splits of the dataset are reported at once, each naming its label, its list and the fix.
     assert "[mm] training data: " in message and "[mm] validation data: " in message
     assert "kinect/splits/train.txt" in message and "likely fix: --depth-scale 0.001" in message
+    assert "in a mixture, set them for mm alone: depth_scale = ..., max_depth = ..." in message
     assert "[metres]" not in message
     assert not (save_path / "latest.pth").exists() and not (save_path / "config.json").exists()
 

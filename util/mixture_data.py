@@ -26,6 +26,8 @@ from .teacher_cache import teacher_cache_dir
 
 logger = logging.getLogger(__name__)
 
+MIXTURE_FIX = "depth_scale = ..., max_depth = ... in its [[dataset]] table of a TOML mixture (docs/MIXTURES.md)"
+
 
 @dataclass
 class MixtureData:
@@ -136,7 +138,10 @@ def build_mixture_data(
                 )  # fmt: skip
                 summary = check_dataset(dataset, what)  # sizes, units and range, before the model is built
             except DataError as err:
-                problems.setdefault(str(err), []).append(what)
+                message = str(err)
+                if label and "likely fix: --" in message:  # the flags would change every dataset of the mixture
+                    message += f"\n  in a mixture, set them for {spec.label} alone: {MIXTURE_FIX}"
+                problems.setdefault(message, []).append(what)
                 continue
             getattr(data, split)[spec.label] = dataset
             if split == "train" or spec.label not in data.summaries:
