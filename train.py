@@ -280,6 +280,11 @@ def main(args: argparse.Namespace) -> None:
     train_size = sum(len(d) for d in data.train.values())
     iters_per_epoch = args.steps_per_epoch or train_size // step_draws
     logger.info("datasets:\n%s", startup_table(data, args, step_draws, iters_per_epoch))
+    if not args.eval_only and iters_per_epoch <= 0:
+        raise SystemExit(
+            f"the training data has {train_size} samples, fewer than one step of {args.bs} x {args.accum_iter} "
+            f"micro-batches x {info.world_size} processes: lower --bs or --accum-iter, or set --steps-per-epoch N > 0"
+        )
     if info.is_main and not args.eval_only:
         (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
     model = build_model(args, info, source)
@@ -292,11 +297,6 @@ def main(args: argparse.Namespace) -> None:
             cleanup_distributed()
         return
 
-    if iters_per_epoch == 0:
-        raise SystemExit(
-            f"the training data has {train_size} samples, fewer than one step of {args.bs} x {args.accum_iter} "
-            f"micro-batches x {info.world_size} processes: lower --bs or --accum-iter, or set --steps-per-epoch"
-        )
     train_set = MixtureDataset(data.train)
     teacher = build_teacher(args, info, train_set, data.val[specs[0].label])
     forced = parse_kernels(args.kernels)

@@ -135,9 +135,10 @@ def _weight(value: object, where: str) -> float:
     return weight
 
 
-def _resolve_source(source: str, data_root: str | None, where: str, base: Path) -> str:
-    """A named dataset (its data root must exist), a name under dataset/splits/, or a folder (made absolute)."""
-    if source in NAMED_DATASETS:
+def _resolve_source(source: str, data_root: str | None, where: str, base: Path, kind: str = "either") -> str:
+    """A named dataset (its data root must exist), a name under dataset/splits/, or a folder (made absolute);
+    `kind` 'path' takes folders only, 'name' names only, 'either' (the command line) a folder first."""
+    if source in NAMED_DATASETS and kind != "path":
         if not data_root:
             raise MixtureError(
                 f"{where}: {source} is a named dataset and needs its data root: --data-root DIR, or `data_root` in a "
@@ -147,15 +148,18 @@ def _resolve_source(source: str, data_root: str | None, where: str, base: Path) 
             raise MixtureError(f"{where}: data root {data_root} of {source} is not a folder")
         return source
     folder = base / source
-    if folder.is_dir():
+    if kind != "name" and folder.is_dir():
         return str(folder.resolve())
-    if re.fullmatch(r"[\w.-]+", source) and (SPLITS_DIR / source).is_dir():
+    if kind != "path" and re.fullmatch(r"[\w.-]+", source) and (SPLITS_DIR / source).is_dir():
         return source
     shown = "" if folder == Path(source) else f" ({folder})"
-    raise MixtureError(
-        f"{where}: {source!r} is not a folder{shown}, a named dataset ({', '.join(sorted(NAMED_DATASETS))}) or a "
-        f"name under {SPLITS_DIR}"
-    )
+    named = ", ".join(sorted(NAMED_DATASETS))
+    problem = {
+        "path": f"is not a folder{shown}",
+        "name": f"is not a named dataset ({named}) or a name under {SPLITS_DIR}",
+        "either": f"is not a folder{shown}, a named dataset ({named}) or a name under {SPLITS_DIR}",
+    }[kind]
+    raise MixtureError(f"{where}: {source!r} {problem}")
 
 
 def _default_label(source: str) -> str:
@@ -200,7 +204,7 @@ def _toml_spec(table: dict, where: str, base: Path) -> DatasetSpec:
         raise MixtureError(f"{where}: `data_root` is for named datasets ({', '.join(sorted(NAMED_DATASETS))})")
     if "path" in table and source in NAMED_DATASETS and not (base / source).is_dir():
         raise MixtureError(f"{where}: {source} is a named dataset: write name = {source!r} and its data_root")
-    resolved = _resolve_source(source, data_root, where, base)
+    resolved = _resolve_source(source, data_root, where, base, "path" if "path" in table else "name")
     depth_scale = table.get("depth_scale")
     if depth_scale is not None:
         if resolved in NAMED_DATASETS:

@@ -69,6 +69,7 @@ BAD_TOMLS = {
     '[[dataset]]\npath = "rig"\nweight = "a lot"\n': "weight 'a lot' is not a number",
     '[[dataset]]\npath = "rig"\nweight = true\n': "weight True is not a number",
     '[[dataset]]\npath = "gone"\n': "'gone' is not a folder",
+    '[[dataset]]\nname = "rig"\n': "'rig' is not a named dataset",
     '[[dataset]]\npath = "rig"\n[[dataset]]\npath = "rig"\n': "two datasets are labelled 'rig'",
     '[[dataset]]\npath = "rig"\n[[dataset]]\npath = "phone"\nlabel = "rig"\n': "two datasets are labelled 'rig'",
     "": "an empty mixture",
