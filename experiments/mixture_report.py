@@ -78,16 +78,18 @@ def tables(record: dict, summary: dict) -> list[str]:
     head = (
         "| camera | hFOV | f / short side | abs_rel A | abs_rel C | C / A | d1 A | d1 C | zoom slope A | zoom slope C |"
     )
-    for kind, title in (("held_out", "Held-out cameras (never trained on)"), ("train", "Training cameras (val)")):
+    cameras = record["design"]["cameras"]
+    known = {c["label"] for kind in cameras.values() for c in kind} | {"mean"}
+    extra = [{"label": label, "hfov": None, "focal": None} for label in summary["A"] if label not in known]  # --real
+    for kind, title in (("held_out", "Held-out cameras (never trained on)"), ("train", "Training datasets (val)")):
         lines += [f"**{title}**", "", head, "|---" * 10 + "|"]
-        for camera in record["design"]["cameras"][kind]:
+        for camera in cameras[kind] + (extra if kind == "train" else []):
             a, c = summary["A"][camera["label"]], summary["C"][camera["label"]]
             ratio = c["abs_rel"]["mean"] / a["abs_rel"]["mean"]
             cells = [_cell(a["abs_rel"]), _cell(c["abs_rel"]), f"{ratio:.2f}", _cell(a["d1"]), _cell(c["d1"]),
                      _cell(a["zoom_slope"]), _cell(c["zoom_slope"])]  # fmt: skip
-            lines.append(
-                f"| {camera['label']} | {camera['hfov']:g} | {camera['focal']:.2f} | " + " | ".join(cells) + " |"
-            )
+            fov, focal = ("-", "-") if camera["hfov"] is None else (f"{camera['hfov']:g}", f"{camera['focal']:.2f}")
+            lines.append(f"| {camera['label']} | {fov} | {focal} | " + " | ".join(cells) + " |")
         lines.append("")
     mean_a, mean_c = summary["A"]["mean"]["abs_rel"], summary["C"]["mean"]["abs_rel"]
     lines += [f"`eval/mean/abs_rel` (training datasets only): A {_cell(mean_a)}, C {_cell(mean_c)}.", ""]
