@@ -17,7 +17,7 @@ guide's recipe). Per model and focal-ratio bin: abs_rel, d1, median(pred / true)
     python experiments/focal_experiment.py                  # --scale cpu: 3 seeds, A B C, 2 CPU cores
     python experiments/focal_experiment.py --scale gpu      # larger crops, more steps, all models and recipes
     python experiments/focal_experiment.py --scale smoke    # end-to-end check, numbers meaningless
-    python experiments/focal_experiment.py --real ../shared/data/real_rgbd   # also real frames (A and C)
+    python experiments/focal_experiment.py --real path/to/real_rgbd   # also real frames (A and C)
 
 train.py runs as a subprocess, `--jobs` at once with `--threads` torch threads each (cpu: 2 x 1, since small
 tensors gain little from a second thread and two threads per process stall when the other core is busy); runs

@@ -11,7 +11,7 @@ final evaluation in each run's metrics.jsonl (`eval/<label>/<metric>`).
     python experiments/mixture_experiment.py                  # --scale cpu: 3 seeds, A and C, 2 CPU cores
     python experiments/mixture_experiment.py --scale gpu      # a CUDA device: 2x image sizes, 5x scenes
     python experiments/mixture_experiment.py --scale smoke    # end-to-end check, numbers meaningless
-    python experiments/mixture_experiment.py --real ../shared/data/real_rgbd   # real frames as a 4th dataset
+    python experiments/mixture_experiment.py --real path/to/real_rgbd   # real frames as a 4th dataset
 
 Runs go to runs/mixture/<scale>/seed<N>/{A,C}/ (a rerun reuses every finished run of the same command); results
 to experiments/results/<name>.{json,md,png}, and the cpu and gpu scales rewrite the results block of
