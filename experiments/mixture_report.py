@@ -111,7 +111,8 @@ def markdown(record: dict, summary: dict) -> str:
     lines += ["", "## Timing", "", "| seed | run | wall min | CPU min | steps |", "|---|---|---|---|---|"]
     for seed, run in record["seed_runs"].items():
         for t in run["timing"]:
-            lines.append(f"| {seed} | {t['model']}{' (reused)' if t.get('reused') else ''} | {t['wall_s'] / 60:.1f} "
+            notes = " (reused)" * bool(t.get("reused")) + " (resumed: times after the resume)" * bool(t.get("resumed"))
+            lines.append(f"| {seed} | {t['model']}{notes} | {t['wall_s'] / 60:.1f} "
                          f"| {t.get('cpu_s', math.nan) / 60:.1f} | {t.get('steps', '')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
