@@ -18,12 +18,13 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from dataset import DataError, GenericDatasetWithIntrinsics, seed_worker
 from dataset.check import check_dataset
@@ -41,15 +42,16 @@ from util.checkpoint import (
     save_checkpoint,
     training_checkpoint,
 )
-from util.dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
-from util.distill import build_teacher
+from util.dist import DistInfo, barrier
+from util.distill import build_teacher, fill_teacher_cache
 from util.engine import NonFiniteLossError, evaluate, evaluate_and_record, train_one_epoch
-from util.logger import MetricsWriter, finite_or_null, setup_logging
+from util.logger import MetricsWriter, finite_or_null, log_to_file
 from util.monitor import CollapseMonitor
 from util.optim import build_optimizer
 from util.precision import PRECISIONS, choose_kernels, teacher_uses_bf16, tune_allocator
 from util.sampler import ResumableSampler
-from util.settings import check_args, check_run_folder, check_save_path, read_source
+from util.settings import resolve_recipe
+from util.startup import begin_run, start
 from util.teacher_cache import teacher_cache_dir
 
 logger = logging.getLogger("train")
@@ -68,8 +70,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--freeze-dinov2",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="freeze the DINOv2 backbone (default); --no-freeze-dinov2 trains it at --lr",
+        help="freeze the DINOv2 backbone (default; a resume keeps the checkpoint's); --no-freeze-dinov2 trains it "
+        "at --lr (needed without --pretrained-from: a random backbone must not stay frozen)",
     )
     camera = parser.add_argument_group("camera")
     camera.add_argument(
@@ -108,15 +110,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
     data.add_argument("--skip-bad-samples", action="store_true", help="skip (and log) samples that fail to load")
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=40)
+    optim.add_argument("--epochs", type=int, help="default 40; a resume keeps the checkpoint's (docs/RUNS.md)")
     optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
     optim.add_argument(
         "--accum-iter", type=int, default=1, help="micro-batches of --bs per optimizer step (gradient accumulation)"
     )
     optim.add_argument("--lr", type=float, default=5e-6, help="backbone lr; head and camera encoder get 10x")
     optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--warmup-iters", type=int, default=0)
-    optim.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    optim.add_argument(
+        "--warmup-iters",
+        type=int,
+        help="linear warm-up steps (default: from random weights 10%% of the schedule, at most 100; else 0)",
+    )
+    optim.add_argument(
+        "--clip-grad",
+        type=float,
+        help="max gradient norm, 0: no clipping (default: 1.0 from random weights, else 0)",
+    )
     optim.add_argument("--max-steps", type=int, default=0, help="stop after this many iterations (0: all epochs)")
     optim.add_argument(
         "--max-skipped-steps", type=int, default=20, help="stop after this many non-finite steps in a row"
@@ -131,6 +141,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "bf16", "fp32"),
         help="auto: bf16 with --precision bf16/fp16 or where the device runs bf16 natively, else fp32",
+    )
+    distill.add_argument(
+        "--teacher-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="judge the teacher on 4 validation images and refuse a flat, saturated or uncorrelated one (default); "
+        "--no-teacher-check distils from it anyway, with a warning",
     )
     distill.add_argument(
         "--cache-teacher",
@@ -166,10 +183,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
     runtime.add_argument(
         "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="bf16 autocast: faster steps on CPUs with bf16 instructions and on GPUs (benchmarks/results.md); "
-        "fp16: CUDA only",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="auto (default): bf16 autocast where the device runs bf16 natively (CUDA, AVX512-BF16 or AMX CPUs), "
+        "else fp32; bf16 is slower than fp32 where it is emulated; fp16: CUDA only",
     )
     runtime.add_argument(
         "--kernels",
@@ -217,7 +234,6 @@ def build_data(args: argparse.Namespace, split: str, mode: str, info: DistInfo) 
         dataset = build_dataset(args.dataset, split, size, mode, args.data_root, args.max_depth, **options)
         check_dataset(dataset, what)  # sizes, units and range, before the model and teacher are built
     except DataError as err:
-        logger.error("%s: %s", what, err)
         raise SystemExit(f"{what}: {err}") from None
     return dataset
 
@@ -243,52 +259,42 @@ def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -
     return model.to(info.device)
 
 
-def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict | None]:
-    """Join the process group, resolve and check the flags and the run folder, set up logging and seeds."""
-    info = init_distributed(args.device, args.dist_timeout)
-    resume_ckpt, source = read_source(args)
-    check_args(args, info)
-    save_path = Path(args.save_path) if args.save_path else Path(args.pretrained_from).parent
+def evaluate_only(
+    args: argparse.Namespace, info: DistInfo, save_path: Path, source: dict, val_set: Dataset, protocol: EvalProtocol
+) -> None:
+    """--eval-only: the metrics of --pretrained-from on the validation split, into eval.json."""
+    model = build_model(args, info, source)
+    choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
+    logger.info("kernels for evaluation: %s", choice.describe())
+    results = evaluate(model, val_set, protocol, args, info)
+    logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
     if info.is_main:
-        check_save_path(save_path)
-    if info.is_main and not args.eval_only:
-        check_run_folder(save_path, resume_ckpt is not None, args.overwrite)
-        for stale in save_path.glob(".*.pth.tmp*"):
-            stale.unlink()  # left by a process killed inside a checkpoint write
-    barrier()
-    setup_logging(None if args.eval_only and not args.save_path else save_path, info.is_main)
-    seed_all(args.seed + info.rank)
-    logger.info(
-        "world size %d, device %s, torch %s, per-process batch %d x %d accumulated (effective %d per step), "
-        "lr backbone %.2e head %.2e",
-        info.world_size, info.device, torch.__version__, args.bs, args.accum_iter,
-        args.bs * args.accum_iter * info.world_size, args.lr, args.lr * 10,
-    )  # fmt: skip
-    if resume_ckpt is not None:
-        logger.info("resuming from %s (iteration %d)", args.resume, resume_ckpt["iteration"])
-    elif not args.eval_only:
-        note = " (--resume auto: no latest.pth yet)" if args.resume == "auto" else ""
-        logger.info("starting a new run in %s%s", save_path, note)
-    return info, save_path, resume_ckpt, source
+        (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
+        logger.info("wrote %s", save_path / "eval.json")
 
 
 def main(args: argparse.Namespace) -> None:
-    info, save_path, resume_ckpt, source = start(args)
+    """Train (or evaluate) as the flags say. A refusal is a SystemExit with one message (also written to train.log
+    when the run had begun); the lock and the process group are released however main ends."""
+    with ExitStack() as stack:
+        try:
+            train(args, stack)
+        except SystemExit as stop:
+            if isinstance(stop.code, str):
+                log_to_file(stop.code)
+            raise
+
+
+def train(args: argparse.Namespace, stack: ExitStack) -> None:
+    started = start(args, stack)
+    if started is None:
+        return
+    info, save_path, sources, overwritten = started
     val_set = build_data(args, "val", "val", info)
     train_set = None if args.eval_only else build_data(args, "train", "train", info)
     protocol = resolve_protocol(args, val_set)
-    if info.is_main and not args.eval_only:
-        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
-    model = build_model(args, info, source)
     if args.eval_only:
-        choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
-        logger.info("kernels for evaluation: %s", choice.describe())
-        results = evaluate(model, val_set, protocol, args, info)
-        logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
-        if info.is_main:
-            (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
-            logger.info("wrote %s", save_path / "eval.json")
-        cleanup_distributed()
+        evaluate_only(args, info, save_path, sources.pretrained, val_set, protocol)
         return
 
     iters_per_epoch = len(train_set) // (args.bs * args.accum_iter * info.world_size)
@@ -297,14 +303,20 @@ def main(args: argparse.Namespace) -> None:
             f"the training split has {len(train_set)} samples, fewer than one batch of "
             f"{args.bs} x {args.accum_iter} micro-batches x {info.world_size} processes: lower --bs or --accum-iter"
         )
-    teacher = build_teacher(args, info, train_set, val_set)
+    logger.info("%s", resolve_recipe(args, args.epochs * iters_per_epoch))
+    teacher = build_teacher(args, info, val_set)
+    if info.is_main:
+        begin_run(args, save_path, overwritten, sources.damaged)
+    barrier()
+    if teacher is not None and train_set.teacher_cache is not None:
+        fill_teacher_cache(teacher, train_set, args, info)
+    model = build_model(args, info, sources.pretrained)
     forced = parse_kernels(args.kernels)
     choice = choose_kernels(model, args.bs, args.img_size, args.precision, "training", forced)
     logger.info("student kernels for %d x %d px batches of %d: %s", args.img_size, args.img_size, args.bs,
                 choice.describe())  # fmt: skip
     if teacher is not None and train_set.teacher_cache is None:
-        teacher_precision = "bf16" if teacher.bf16 else "fp32"
-        choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
+        choice = choose_kernels(teacher.model, args.bs, args.img_size, args.teacher_precision, "inference", forced)
         logger.info("teacher kernels: %s", choice.describe())
     sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
     loader = DataLoader(
@@ -320,9 +332,9 @@ def main(args: argparse.Namespace) -> None:
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
     state = TrainState(total_iters=args.epochs * iters_per_epoch)
-    if resume_ckpt is not None:
-        check_resume_matches(resume_ckpt, args.resume, args, info.world_size)
-        resume(resume_ckpt, model, optimizer, scaler, state)
+    if sources.resume is not None:
+        check_resume_matches(sources.resume, args.resume, args, info.world_size)
+        resume(sources.resume, model, optimizer, scaler, state)
         logger.info("resumed at epoch %d, iteration %d", state.epoch, state.iteration)
 
     ddp_model = (
@@ -331,13 +343,15 @@ def main(args: argparse.Namespace) -> None:
         else model
     )
     writer = MetricsWriter(save_path) if info.is_main else None
-    monitor = CollapseMonitor()
+    if writer:
+        stack.callback(writer.close)
+    start_weights = f"--pretrained-from {args.pretrained_from}" if args.pretrained_from else "random weights"
+    monitor = CollapseMonitor(start=start_weights, teacher=args.teacher_checkpoint if teacher else None)
 
     def save(name: str) -> None:
         if info.is_main:
-            save_checkpoint(
-                training_checkpoint(model, optimizer, scaler, state, args, info.world_size), save_path / name
-            )
+            checkpoint = training_checkpoint(model, optimizer, scaler, state, args, info.world_size)
+            save_checkpoint(checkpoint, save_path / name, keep_previous=name == "latest.pth")
 
     def stopped() -> bool:
         return bool(args.max_steps) and state.iteration >= args.max_steps
@@ -363,12 +377,7 @@ def main(args: argparse.Namespace) -> None:
         logger.error("%s", err)
         raise SystemExit(2) from None
     except DataError as err:  # a sample that fails to load, also in a DataLoader worker: its one line
-        logger.error("%s", err)
         raise SystemExit(f"data: {err}") from None
-    finally:
-        if writer:
-            writer.close()
-        cleanup_distributed()
 
 
 if __name__ == "__main__":

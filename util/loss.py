@@ -47,6 +47,20 @@ def _mean_over(per_image: Tensor, use: Tensor) -> Tensor:
     return (per_image * use).sum() / use.sum().clamp_min(1)
 
 
+def silog_per_image(
+    pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, eps: float = 1e-6
+) -> tuple[Tensor, Tensor]:
+    """The scale-invariant log loss of each image: (B,) losses (0 for an image without usable pixels) and (B,)
+    bool flags of the images with at least one usable pixel. Arguments as `silog_loss`."""
+    usable = valid & _positive(target)
+    g = torch.where(usable, _log_depth(pred, usable, eps) - _log_depth(target, usable, eps), 0.0)
+    n = usable.sum(dim=(1, 2))
+    mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
+    mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
+    used = n > 0
+    return _sqrt(mean_sq - lambd * mean * mean, eps) * used, used
+
+
 def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, eps: float = 1e-6) -> Tensor:
     """Scale-invariant log loss against ground truth, per image, then averaged over images.
 
@@ -65,12 +79,7 @@ def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, 
     Returns:
         Scalar float32 tensor.
     """
-    usable = valid & _positive(target)
-    g = torch.where(usable, _log_depth(pred, usable, eps) - _log_depth(target, usable, eps), 0.0)
-    n = usable.sum(dim=(1, 2))
-    mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
-    mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
-    return _mean_over(_sqrt(mean_sq - lambd * mean * mean, eps), n > 0)
+    return _mean_over(*silog_per_image(pred, target, valid, lambd, eps))
 
 
 def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
@@ -88,6 +97,33 @@ def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
     below, tied = deviation < cut, deviation == cut
     room = n_keep[:, None] - below.sum(dim=1, keepdim=True)
     return below | (tied & (tied.cumsum(dim=1) <= room))
+
+
+def distillation_per_image(
+    student: Tensor,
+    teacher: Tensor,
+    valid: Tensor,
+    trim: float = 0.1,
+    saturation: float | None = None,
+    eps: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """The distillation loss of each image: (B,) losses (0 for an image with fewer than 2 pixels in Omega) and
+    (B,) bool flags of the images with at least 2. Arguments as `distillation_loss`."""
+    if not 0 <= trim < 1:
+        raise ValueError(f"distillation_loss: trim must be in [0, 1), got {trim}")
+    teacher = teacher.detach().float()
+    omega = valid & _positive(teacher)
+    if saturation is not None:
+        omega = omega & (teacher <= saturation)
+    r = torch.where(omega, _log_depth(student, omega, eps) - _log_depth(teacher, omega, eps), 0.0).flatten(1)
+    omega = omega.flatten(1)
+    if trim > 0:
+        omega = omega & _trim_mask(r.detach(), omega, trim)
+    n = omega.sum(dim=1)
+    mean = (r * omega).sum(dim=1, keepdim=True) / n.clamp_min(1)[:, None]
+    var = (((r - mean) * omega) ** 2).sum(dim=1) / n.clamp_min(1)
+    used = n >= 2
+    return _sqrt(var, eps) * used, used
 
 
 def distillation_loss(
@@ -116,20 +152,7 @@ def distillation_loss(
     Returns:
         Scalar float32 tensor.
     """
-    if not 0 <= trim < 1:
-        raise ValueError(f"distillation_loss: trim must be in [0, 1), got {trim}")
-    teacher = teacher.detach().float()
-    omega = valid & _positive(teacher)
-    if saturation is not None:
-        omega = omega & (teacher <= saturation)
-    r = torch.where(omega, _log_depth(student, omega, eps) - _log_depth(teacher, omega, eps), 0.0).flatten(1)
-    omega = omega.flatten(1)
-    if trim > 0:
-        omega = omega & _trim_mask(r.detach(), omega, trim)
-    n = omega.sum(dim=1)
-    mean = (r * omega).sum(dim=1, keepdim=True) / n.clamp_min(1)[:, None]
-    var = (((r - mean) * omega) ** 2).sum(dim=1) / n.clamp_min(1)
-    return _mean_over(_sqrt(var, eps), n >= 2)
+    return _mean_over(*distillation_per_image(student, teacher, valid, trim, saturation, eps))
 
 
 def gradient_matching_loss(
