@@ -84,24 +84,16 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_latest_is_damaged(dat
     save_path = tmp_path / "run"
     parser = train.get_args_parser()
     argv = train_args(data, save_path, "--epochs", "3", "--save-every", "1", "--log-interval", "1")
-    train.main(parser.parse_args([*argv, "--max-steps", "3"]))
-    previous_iteration = read_checkpoint(save_path / "previous.pth")["iteration"]
-    assert read_checkpoint(save_path / "latest.pth")["iteration"] == 3 and previous_iteration == 3
+    train.main(parser.parse_args([*argv, "--max-steps", "2"]))
+    assert read_checkpoint(save_path / "previous.pth")["iteration"] == 2
     zero_middle(save_path / "latest.pth")
-    train.main(parser.parse_args([*argv, "--max-steps", "4", "--resume"]))
+    train.main(parser.parse_args([*argv, "--max-steps", "3", "--resume"]))
     log = (save_path / "train.log").read_text()
     assert f"--resume: {save_path / 'latest.pth'}: checksum mismatch" in log
     assert f"resuming from {save_path / 'previous.pth'} instead" in log and "moved the damaged" in log
-    assert read_checkpoint(save_path / "latest.pth")["iteration"] == 4
+    assert read_checkpoint(save_path / "latest.pth")["iteration"] == 3
     assert (save_path / "latest.pth.damaged").exists()
-    assert [e["step"] for e in read_jsonl(save_path / "metrics.jsonl") if "train/loss" in e] == [0, 1, 2, 3]
-
-
-def test_a_resume_without_a_good_checkpoint_names_both_files(data, tmp_path):
-    save_path = tmp_path / "run"
-    parser = train.get_args_parser()
-    argv = train_args(data, save_path, "--epochs", "3", "--save-every", "1")
-    train.main(parser.parse_args([*argv, "--max-steps", "2"]))
+    assert [e["step"] for e in read_jsonl(save_path / "metrics.jsonl") if "train/loss" in e] == [0, 1, 2]
     zero_middle(save_path / "latest.pth")
     zero_middle(save_path / "previous.pth")
     with pytest.raises(SystemExit, match=r"--resume: .*latest.pth: checksum mismatch.*the fallback .*previous.pth: "):

@@ -143,7 +143,13 @@ def test_the_teacher_cache_follows_skip_bad_samples(data, tmp_path):
     lines = (scenes / "splits" / "train.txt").read_text().splitlines()
     image = scenes / lines[0].split()[0]
     image.write_bytes(image.read_bytes()[:120])  # a truncated PNG: its header passes, decoding fails
-    argv = ["--use-camera-intrinsics", "--use-distillation", "--cache-teacher", "--no-teacher-check", "--teacher-checkpoint"]
+    argv = [
+        "--use-camera-intrinsics",
+        "--use-distillation",
+        "--cache-teacher",
+        "--no-teacher-check",
+        "--teacher-checkpoint",
+    ]
     argv += [str(data / "init.pth"), "--dataset", str(scenes)]
     with pytest.raises(SystemExit, match=r"teacher cache: .*train.txt:1: .*cannot read image.*--skip-bad-samples"):
         run(data, tmp_path / "strict", *argv)

@@ -8,7 +8,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -47,13 +46,18 @@ def test_a_random_frozen_backbone_is_refused_before_any_work(data, tmp_path, mon
     assert not (tmp_path / "run").exists()
 
 
-def test_from_scratch_the_recipe_defaults_to_a_warm_up_and_clipping(data, tmp_path):
+def test_from_scratch_the_recipe_and_precision_auto_are_resolved_logged_and_stored(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(util.precision, "has_fast_bf16", lambda device: False)
     save_path = tmp_path / "scratch"
     scratch = without(train_args(data, save_path, "--epochs", "10", "--max-steps", "1"), "--pretrained-from")
-    train.main(parse([*scratch, "--no-freeze-dinov2", "--lr", "1e-4"]))
+    train.main(parse([*without(scratch, "--precision"), "--no-freeze-dinov2", "--lr", "1e-4"]))
     config = json.loads((save_path / "config.json").read_text())
     assert (config["warmup_iters"], config["clip_grad"]) == (2, 1.0)  # 10 % of 10 epochs x 2 steps
-    assert "--warmup-iters 2 and --clip-grad 1: from random weights" in (save_path / "train.log").read_text()
+    assert config["precision"] == "fp32" and "no native bf16" in config["precision_reason"]
+    assert config["teacher_precision"] == "fp32"  # resolved once, at start
+    log = (save_path / "train.log").read_text()
+    assert "--warmup-iters 2 and --clip-grad 1: from random weights" in log
+    assert "precision fp32 (auto: this CPU has no native bf16" in log
 
 
 def test_the_recipe_rule_and_an_explicit_value_winning():
@@ -81,19 +85,6 @@ def test_precision_auto_follows_native_bf16_and_says_why(monkeypatch):
     assert train.get_args_parser().get_default("precision") == "auto"
 
 
-def test_the_resolved_precision_and_its_reason_are_stored_and_logged(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(util.precision, "has_fast_bf16", lambda device: False)
-    save_path = tmp_path / "run"
-    argv = without(train_args(data, save_path, "--epochs", "1", "--max-steps", "1"), "--precision")
-    train.main(parse(argv))
-    config = json.loads((save_path / "config.json").read_text())
-    assert config["precision"] == "fp32" and "no native bf16" in config["precision_reason"]
-    assert config["teacher_precision"] == "fp32"  # resolved once, at start
-    assert "precision fp32 (auto: this CPU has no native bf16" in (save_path / "train.log").read_text()
-    train.main(parse([*argv, "--precision", "bf16", "--overwrite"]))
-    assert "--precision bf16 on a CPU without native bf16" in (save_path / "train.log").read_text()
-
-
 def test_flag_errors_come_before_any_file_is_read(data, tmp_path, monkeypatch):
     monkeypatch.setattr(util.settings, "read_checkpoint", lambda path: pytest.fail(f"{path} read before the flags"))
     argv = train_args(data, tmp_path / "run", "--img-size", "100", "--use-distillation")
@@ -103,10 +94,20 @@ def test_flag_errors_come_before_any_file_is_read(data, tmp_path, monkeypatch):
         train.main(parse([*without(train_args(data, tmp_path / "run"), "--save-path"), "--resume"]))
 
 
-def test_resuming_a_finished_run_says_so_and_more_epochs_are_refused(data, tmp_path, capsys):
+def test_resume_rules_a_stopped_run_continues_a_finished_one_says_so_another_schedule_is_refused(
+    data, tmp_path, capsys
+):
     save_path = tmp_path / "run"
-    argv = train_args(data, save_path, "--epochs", "1")
-    train.main(parse(argv))
+    argv = train_args(data, save_path, "--log-interval", "1")
+    train.main(parse([*argv, "--epochs", "1", "--max-steps", "1"]))
+    capsys.readouterr()
+    train.main(parse([*argv, "--max-steps", "1", "--resume"]))
+    assert (
+        "the run stopped at --max-steps 1 (iteration 1 of its schedule's 2): nothing to train"
+        in capsys.readouterr().out
+    )
+    train.main(parse([*argv, "--resume"]))  # to the end of the checkpoint's --epochs 1
+    assert [e["step"] for e in read_jsonl(save_path / "metrics.jsonl") if "train/loss" in e] == [0, 1]
     before = (save_path / "latest.pth").stat().st_mtime_ns, (save_path / "metrics.jsonl").read_text()
     capsys.readouterr()
     train.main(parse([*argv, "--resume"]))
@@ -119,17 +120,7 @@ def test_resuming_a_finished_run_says_so_and_more_epochs_are_refused(data, tmp_p
         train.main(parse([*argv, "--resume", "--epochs", "3"]))
     with pytest.raises(SystemExit, match=r"was trained with --freeze-dinov2, but --no-freeze-dinov2 was given"):
         train.main(parse([*argv, "--resume", "--no-freeze-dinov2"]))
-
-
-def test_a_run_stopped_by_max_steps_continues_with_more_steps_and_keeps_its_epochs(data, tmp_path, capsys):
-    save_path = tmp_path / "run"
-    argv = train_args(data, save_path, "--epochs", "2", "--log-interval", "1")
-    train.main(parse([*argv, "--max-steps", "1"]))
-    capsys.readouterr()
-    train.main(parse([*argv, "--max-steps", "1", "--resume"]))
-    assert "the run stopped at --max-steps 1 (iteration 1 of its schedule's 4)" in capsys.readouterr().out
-    train.main(parse([*without(argv, "--epochs"), "--max-steps", "3", "--resume"]))  # --epochs from the checkpoint
-    assert [e["step"] for e in read_jsonl(save_path / "metrics.jsonl") if "train/loss" in e] == [0, 1, 2]
+    assert "was trained with" not in capsys.readouterr().out  # one message: the SystemExit's, not also a log line
 
 
 def test_a_data_refusal_prints_one_message_and_no_traceback(data, tmp_path):

@@ -48,12 +48,21 @@ def no_student(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["depth_anything_v2_metric_hypersim_vits.pth", "ours_flat.pth"])
-def test_a_collapsed_teacher_is_refused_whatever_its_kind(data, tmp_path, no_student, name):
+def test_a_collapsed_teacher_is_refused_whatever_its_kind(data, tmp_path, no_student, monkeypatch, name):
+    calls = []
+    for module in (util.startup, train):  # its precision is resolved once, at start
+        monkeypatch.setattr(
+            module, "teacher_uses_bf16", lambda *a, f=module.teacher_uses_bf16: calls.append(a) or f(*a)
+        )
     teacher = str(data / name)
-    with pytest.raises(SystemExit, match=rf"--teacher-checkpoint {teacher}: its prediction is collapsed: depth "
-                                         r"varies by only 0.0% .*on 2 validation images\)\. .*--no-teacher-check"):
-        distil(data, tmp_path / "run", teacher)  # fmt: skip
-    assert not (tmp_path / "run").exists()  # nothing written: no train.log, no config.json, no lock left
+    with pytest.raises(
+        SystemExit,
+        match=rf"--teacher-checkpoint {teacher}: its prediction is collapsed: depth "
+        r"varies by only 0.0% .*on 2 validation images\)\. .*--no-teacher-check",
+    ):
+        distil(data, tmp_path / "run", teacher, "--cache-teacher")  # fmt: skip
+    assert not (tmp_path / "run").exists()  # nothing written: no train.log, no config.json, no cache, no lock
+    assert [c[0] for c in calls if c[0] == "auto"] == ["auto"]
 
 
 def test_a_teacher_that_does_not_follow_the_ground_truth_is_refused(data, tmp_path, no_student, monkeypatch):
@@ -71,6 +80,7 @@ def test_a_refused_teacher_can_still_be_used_on_request_with_a_warning(data, tmp
     distil(data, save_path, str(data / "ours_flat.pth"), "--no-teacher-check")
     log = (save_path / "train.log").read_text()
     assert "--no-teacher-check: distilling from a teacher that would be refused: its prediction is collapsed" in log
+    assert json.loads((save_path / "config.json").read_text())["teacher_precision"] in ("bf16", "fp32")
 
 
 def test_our_teacher_keeps_its_own_range_and_an_official_one_takes_max_depth(data):
@@ -108,19 +118,3 @@ def test_the_teacher_cache_json_is_written_by_rank_0_only(data, tmp_path):
     cache_teacher_predictions(teacher, NoImages(), 70, rank=0, world_size=2)
     assert json.loads((folder / "teacher.json").read_text())["input_size"] == 70
     assert [p.name for p in folder.iterdir()] == ["teacher.json"]  # no temporary file left
-
-
-def test_the_teacher_precision_is_resolved_once(data, tmp_path, monkeypatch):
-    calls = []
-    original = util.startup.teacher_uses_bf16
-
-    def counted(*args):
-        calls.append(args)
-        return original(*args)
-
-    monkeypatch.setattr(util.startup, "teacher_uses_bf16", counted)
-    monkeypatch.setattr(train, "teacher_uses_bf16", counted)
-    save_path = tmp_path / "run"
-    distil(data, save_path, str(data / "init.pth"), "--cache-teacher", "--no-teacher-check")
-    assert [c[0] for c in calls if c[0] == "auto"] == ["auto"]
-    assert json.loads((save_path / "config.json").read_text())["teacher_precision"] in ("bf16", "fp32")

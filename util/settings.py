@@ -108,6 +108,8 @@ def check_flags(args: argparse.Namespace, info: DistInfo) -> None:
     errors = []
     if args.use_distillation and not args.teacher_checkpoint:
         errors.append("--use-distillation needs --teacher-checkpoint PATH (a camera-less teacher)")
+    if args.use_distillation and args.teacher_checkpoint and not Path(args.teacher_checkpoint).is_file():
+        errors.append(f"--teacher-checkpoint {args.teacher_checkpoint}: file not found")
     if args.cache_teacher and not args.use_distillation:
         errors.append("--cache-teacher caches the teacher of --use-distillation; add --use-distillation")
     if args.img_size % PATCH_SIZE:
@@ -144,8 +146,7 @@ def random_frozen_backbone(args: argparse.Namespace) -> bool:
     if args.eval_only or args.pretrained_from or args.freeze_dinov2 is False:
         return False
     if args.resume and args.save_path:
-        latest = resume_path(args)
-        return args.resume == "auto" and not (latest.exists() or latest.with_name(PREVIOUS_NAME).exists())
+        return args.resume == "auto" and resume_path(args) is None
     return not args.resume
 
 
@@ -173,7 +174,7 @@ def resolve_recipe(args: argparse.Namespace, total_iters: int) -> str:
         args.clip_grad = SCRATCH_CLIP_GRAD if scratch else 0.0
         chosen.append(f"--clip-grad {args.clip_grad:g}")
     if not chosen:
-        return f"warm-up {args.warmup_iters} steps, gradient clipping {args.clip_grad:g} (as given)"
+        return f"warm-up {args.warmup_iters} steps, gradient clipping {args.clip_grad:g} (given, or the checkpoint's)"
     why = (
         "from random weights (no --pretrained-from): the from-scratch recipe, a warm-up of 10 % of the "
         f"{total_iters} steps (at most {SCRATCH_WARMUP_MAX}) and clipping at 1, as a higher lr diverges without them"

@@ -90,7 +90,7 @@ def teacher_problem(judgement: TeacherJudgement) -> str | None:
     if rho is not None and rho < -0.2:
         return (
             f"its output falls where the ground truth depth rises (rank correlation {rho:+.2f}): it predicts "
-            "disparity, so it is a relative model"
+            "disparity (a relative model), or it is untrained"
         )
     if rho is not None and rho < MIN_TEACHER_CORRELATION:
         return (
