@@ -3,6 +3,7 @@ holder, a dead process's lock is taken over, another host's is refused, and the 
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 from helpers import ROOT, SUBPROCESS_ENV, train_args, write_run_data
 
 import train
+import util.run_lock
 from util.run_lock import LOCK_NAME, RunLock, RunLockError
 
 HOLD = f"""
@@ -87,3 +89,12 @@ def test_a_refused_start_leaves_no_folder_and_release_removes_the_lock(tmp_path)
         RunLock(folder).acquire()  # a second holder in this process is refused too (flock is per open file)
     lock.release()
     assert not folder.exists()  # created by acquire, empty again
+
+
+def test_a_file_system_without_locks_runs_with_a_warning(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(util.run_lock.fcntl, "flock", no_locks)
+    RunLock(tmp_path / "nfs").acquire()
+    assert "has no locks (No locks available): do not start two runs into it" in caplog.text

@@ -107,8 +107,20 @@ def distillation_per_image(
     saturation: float | None = None,
     eps: float = 1e-6,
 ) -> tuple[Tensor, Tensor]:
-    """The distillation loss of each image: (B,) losses (0 for an image with fewer than 2 pixels in Omega) and
-    (B,) bool flags of the images with at least 2. Arguments as `distillation_loss`."""
+    """The distillation loss of each image (see `distillation_loss`).
+
+    Args:
+        student: (B, H, W) student depth, metres.
+        teacher: (B, H, W) teacher depth, metres; no gradient flows into it.
+        valid: (B, H, W) bool, pixels the teacher may supervise (e.g. not padding).
+        trim: fraction of the largest residual deviations dropped per image, in [0, 1).
+        saturation: teacher depths above this (metres, e.g. 0.95 max_depth) are dropped; None keeps them.
+        eps: floor for the student depth (metres), and the gradient offset under the square root.
+
+    Returns:
+        (B,) float32 losses (0 for an image with fewer than 2 pixels in Omega) and (B,) bool flags of the images
+        with at least 2.
+    """
     if not 0 <= trim < 1:
         raise ValueError(f"distillation_loss: trim must be in [0, 1), got {trim}")
     teacher = teacher.detach().float()
@@ -126,14 +138,7 @@ def distillation_per_image(
     return _sqrt(var, eps) * used, used
 
 
-def distillation_loss(
-    student: Tensor,
-    teacher: Tensor,
-    valid: Tensor,
-    trim: float = 0.1,
-    saturation: float | None = None,
-    eps: float = 1e-6,
-) -> Tensor:
+def distillation_loss(student: Tensor, teacher: Tensor, valid: Tensor, **options: float | None) -> Tensor:
     """Per-image scale-invariant log loss between student and teacher depth (docs/CAMERA.md, L_kd).
 
     With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r)) (gradient of sqrt(Var + eps)),
@@ -142,17 +147,13 @@ def distillation_loss(
     |r - median(r)|. The loss is exactly invariant to a global scale of either depth map.
 
     Args:
-        student: (B, H, W) student depth, metres.
-        teacher: (B, H, W) teacher depth, metres; no gradient flows into it.
-        valid: (B, H, W) bool, pixels the teacher may supervise (e.g. not padding).
-        trim: fraction of the largest residual deviations dropped per image, in [0, 1).
-        saturation: teacher depths above this (metres, e.g. 0.95 max_depth) are dropped; None keeps them.
-        eps: floor for the student depth (metres), and the gradient offset under the square root.
+        student, teacher, valid: as `distillation_per_image`.
+        options: `trim`, `saturation`, `eps` of `distillation_per_image`.
 
     Returns:
         Scalar float32 tensor.
     """
-    return _mean_over(*distillation_per_image(student, teacher, valid, trim, saturation, eps))
+    return _mean_over(*distillation_per_image(student, teacher, valid, **options))
 
 
 def gradient_matching_loss(

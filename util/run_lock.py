@@ -13,6 +13,7 @@ however it dies, so a lock file whose `flock` can be taken was left by a process
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -84,12 +85,29 @@ class RunLock:
             return {}
 
     def acquire(self) -> None:
-        """Take the lock before anything is written into the folder; RunLockError when another run has it."""
-        self.created_folder = not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            logger.warning("no run folder lock on this platform (no fcntl): do not start two runs into %s", self.folder)
-            return
+        """Take the lock before anything is written into the folder; RunLockError when another run has it or the
+        folder cannot hold it."""
+        try:
+            self.created_folder = not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if fcntl is None:
+                logger.warning("no run folder lock on this platform (no fcntl): do not start two runs into %s",
+                               self.folder)  # fmt: skip
+                return
+            self._take()
+        except OSError as err:
+            if self.fd is not None:
+                self._unlock()
+            if err.errno == errno.ENOLCK:  # e.g. NFS without a lock service
+                logger.warning("the file system of %s has no locks (%s): do not start two runs into it", self.folder,
+                               err.strerror)  # fmt: skip
+                return
+            raise RunLockError(
+                f"--save-path {self.folder} is not writable ({err.strerror}): the run folder lock cannot be taken; "
+                "choose another folder or free space"
+            ) from None
+
+    def _take(self) -> None:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -100,6 +118,9 @@ class RunLock:
                     f"--save-path {self.folder} is in use by another run ({_describe(self._read_holder())}); wait "
                     f"for it to end or stop it, or choose another --save-path"
                 ) from None
+            except OSError:
+                os.close(fd)
+                raise
             # The holder may have deleted the file between our open and our flock: then lock the new one.
             if self.path.exists() and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                 break

@@ -174,7 +174,7 @@ def resolve_recipe(args: argparse.Namespace, total_iters: int) -> str:
         args.clip_grad = SCRATCH_CLIP_GRAD if scratch else 0.0
         chosen.append(f"--clip-grad {args.clip_grad:g}")
     if not chosen:
-        return f"warm-up {args.warmup_iters} steps, gradient clipping {args.clip_grad:g} (given, or the checkpoint's)"
+        return f"--warmup-iters {args.warmup_iters}, --clip-grad {args.clip_grad:g} (given, or the checkpoint's)"
     why = (
         "from random weights (no --pretrained-from): the from-scratch recipe, a warm-up of 10 % of the "
         f"{total_iters} steps (at most {SCRATCH_WARMUP_MAX}) and clipping at 1, as a higher lr diverges without them"
