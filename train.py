@@ -37,7 +37,6 @@ from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
 from util.checkpoint import (
     TrainState,
-    check_resume_matches,
     resume,
     save_checkpoint,
     training_checkpoint,
@@ -333,7 +332,6 @@ def train(args: argparse.Namespace, stack: ExitStack) -> None:
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
     state = TrainState(total_iters=args.epochs * iters_per_epoch)
     if sources.resume is not None:
-        check_resume_matches(sources.resume, args.resume, args, info.world_size)
         resume(sources.resume, model, optimizer, scaler, state)
         logger.info("resumed at epoch %d, iteration %d", state.epoch, state.iteration)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import PREVIOUS_NAME, run_complete_message
+from .checkpoint import PREVIOUS_NAME, check_resume_matches, run_complete_message
 from .dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
 from .logger import attach_run_log, hold_run_log, setup_logging
 from .precision import resolve_precision, teacher_uses_bf16
@@ -43,6 +43,8 @@ def start(args: argparse.Namespace, stack: ExitStack) -> tuple[DistInfo, Path, S
     args.teacher_precision = "bf16" if bf16_teacher else "fp32"
     sources = read_source(args)
     check_model_args(args)
+    if sources.resume is not None:
+        check_resume_matches(sources.resume, args.resume, args, info.world_size)
     done = sources.resume and run_complete_message(sources.resume, args.resume, args)
     if done:
         logger.info("%s", done)
