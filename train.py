@@ -27,12 +27,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from dataset import DataError, GenericDatasetWithIntrinsics, seed_worker
-from dataset.check import check_dataset
+from dataset.check import check_dataset, check_splits
 from dataset.protocol import EVAL_CROPS, EvalProtocol
 from dataset.registry import build_dataset
 from dataset.units import parse_depth_scale
 from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
 from depth_anything_v2.configs import PATCH_SIZE
+from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
 from util.checkpoint import (
@@ -108,6 +109,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
     data.add_argument("--skip-bad-samples", action="store_true", help="skip (and log) samples that fail to load")
+    data.add_argument(
+        OFFCENTRE_FLAG,
+        action="store_true",
+        help="accept K whose principal point lies far from the image centre (crops; docs/DATA_CHECKS.md)",
+    )
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=int, help="default 40; a resume keeps the checkpoint's (docs/RUNS.md)")
     optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
@@ -212,29 +218,46 @@ def resolve_protocol(args: argparse.Namespace, val_set: GenericDatasetWithIntrin
     return protocol
 
 
-def build_data(args: argparse.Namespace, split: str, mode: str, info: DistInfo) -> GenericDatasetWithIntrinsics:
-    """The `split` of --dataset in `mode`; a data problem stops the run with its message."""
+def build_data(
+    args: argparse.Namespace, info: DistInfo
+) -> tuple[GenericDatasetWithIntrinsics | None, GenericDatasetWithIntrinsics]:
+    """The checked training (None with --eval-only) and validation splits of --dataset; the problems of both lists
+    (and of the two against each other) stop the run in one message."""
     size = (args.img_size, args.img_size)
-    options = dict(min_depth=args.min_depth, depth_scale=args.depth_scale, skip_bad_samples=args.skip_bad_samples)
-    if mode == "train":
-        cache = None
-        if args.cache_teacher:
-            bf16 = teacher_uses_bf16(args.teacher_precision, args.precision, info.device)
-            cache = teacher_cache_dir(
-                Path(args.save_path) / "teacher_cache", args.teacher_checkpoint, bf16, args.img_size
+    options = dict(
+        min_depth=args.min_depth,
+        depth_scale=args.depth_scale,
+        skip_bad_samples=args.skip_bad_samples,
+        allow_offcentre_principal_point=args.allow_offcentre_principal_point,
+    )
+    datasets, errors = {}, {}  # message -> the splits it is about
+    for split in ("val",) if args.eval_only else ("val", "train"):
+        extra = {}
+        if split == "train":
+            cache = None
+            if args.cache_teacher:
+                bf16 = teacher_uses_bf16(args.teacher_precision, args.precision, info.device)
+                cache = teacher_cache_dir(
+                    Path(args.save_path) / "teacher_cache", args.teacher_checkpoint, bf16, args.img_size
+                )
+            camera_dropout = args.camera_dropout if args.use_camera_intrinsics else 0.0
+            extra = dict(zoom_range=args.zoom_range, camera_dropout=camera_dropout, teacher_cache=cache)
+        what = f"{'training' if split == 'train' else 'validation'} data"
+        try:
+            datasets[split] = build_dataset(
+                args.dataset, split, size, split, args.data_root, args.max_depth, **options, **extra
             )
-        options.update(
-            zoom_range=args.zoom_range,
-            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
-            teacher_cache=cache,
-        )
-    what = f"{'training' if mode == 'train' else 'validation'} data"
+            check_dataset(datasets[split], what)  # sizes, units and range, before the model and teacher are built
+        except DataError as err:
+            errors.setdefault(str(err), []).append(what)
     try:
-        dataset = build_dataset(args.dataset, split, size, mode, args.data_root, args.max_depth, **options)
-        check_dataset(dataset, what)  # sizes, units and range, before the model and teacher are built
+        if not errors and "train" in datasets:
+            check_splits(datasets["train"], datasets["val"])
     except DataError as err:
-        raise SystemExit(f"{what}: {err}") from None
-    return dataset
+        errors[str(err)] = ["data"]
+    if errors:
+        raise SystemExit("\n".join(f"{' and '.join(whats)}: {err}" for err, whats in errors.items()))
+    return datasets.get("train"), datasets["val"]
 
 
 def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -> DepthAnythingV2:
@@ -289,8 +312,7 @@ def train(args: argparse.Namespace, stack: ExitStack) -> None:
     if started is None:
         return
     info, save_path, sources, overwritten = started
-    val_set = build_data(args, "val", "val", info)
-    train_set = None if args.eval_only else build_data(args, "train", "train", info)
+    train_set, val_set = build_data(args, info)
     protocol = resolve_protocol(args, val_set)
     if args.eval_only:
         evaluate_only(args, info, save_path, sources.pretrained, val_set, protocol)

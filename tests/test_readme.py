@@ -1,6 +1,8 @@
-"""The README stays true: every command it shows names an existing entry point and only flags that entry point
-accepts, every flag of train.py, run.py, run_video.py and export.py is documented, and the quick start runs (at its
-smallest size)."""
+"""The README and the docs stay true: every command in the ```bash blocks of README.md, docs/*.md and
+experiments/README.md names an existing entry point and only flags that entry point accepts, every flag of train.py,
+run.py, run_video.py and export.py is documented in README.md or docs/, every relative link points at an existing
+file, the README stays short (at most 300 lines) and links every docs page, and the quick start runs (at its smallest
+size)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+EXPERIMENTS = ROOT / "experiments" / "README.md"
+PAGES = [README, *DOCS, EXPERIMENTS]
+README_MAX_LINES = 300
 
 
-def readme_commands() -> list[list[str]]:
-    """Shell commands of the README's ```bash blocks (continuation lines joined), split into words."""
+def bash_commands(text: str) -> list[list[str]]:
+    """Shell commands of the ```bash blocks of a markdown text (continuation lines joined), split into words."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for command in block.replace("\\\n", " ").splitlines():
             words = command.split()
             if words and words[0] in ("python", "torchrun", "pip"):
@@ -28,11 +34,12 @@ def readme_commands() -> list[list[str]]:
 
 
 def entry_point(words: list[str]) -> list[str] | None:
-    """The `python ... --help` call that lists the flags of a README command, or None for non-Python commands."""
+    """The `python ... --help` call that lists the flags of a command, or None for pip and pytest."""
     if words[0] == "pip":
         return None
-    if "-m" in words and words[words.index("-m") + 1] != "pytest":
-        return [sys.executable, "-m", words[words.index("-m") + 1], "--help"]
+    if "-m" in words:
+        module = words[words.index("-m") + 1]
+        return None if module == "pytest" else [sys.executable, "-m", module, "--help"]
     script = next((w for w in words if w.endswith(".py")), None)
     return None if script is None else [sys.executable, script, "--help"]
 
@@ -42,26 +49,69 @@ def help_text(call: tuple[str, ...]) -> str:
     return subprocess.run(list(call), cwd=ROOT, capture_output=True, text=True, check=True, timeout=120).stdout
 
 
-def test_readme_commands_use_existing_entry_points_and_flags():
-    commands = readme_commands()
-    assert len(commands) >= 8
+def unknown_flags(words: list[str]) -> list[str]:
+    """Flags of a command that its entry point's --help does not list."""
+    call = entry_point(words)
+    if call is None:
+        return []
+    text = help_text(tuple(call))
+    script = next((i for i, w in enumerate(words) if w.endswith(".py")), 0)
+    own = words[script:] if words[0] == "torchrun" else words  # torchrun's flags come before the script
+    flags = (w.split("=")[0] for w in own if w.startswith("--"))
+    return [flag for flag in flags if not re.search(rf"{re.escape(flag)}\b", text)]
+
+
+def relative_links(text: str) -> list[str]:
+    """Targets of the markdown links and images of a text that are not URLs."""
+    targets = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text)
+    return [t for t in targets if not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
+def test_the_checks_find_what_they_look_for():
+    text = "```bash\npython train.py --bs 2 \\\n    --no-such-flag 1\npip install x\n```\n[a](docs/X.md) ![b](y.png)"
+    text += " [c](https://example.com) [d](mailto:a@b.c)"
+    assert bash_commands(text) == [["python", "train.py", "--bs", "2", "--no-such-flag", "1"], ["pip", "install", "x"]]
+    assert unknown_flags(bash_commands(text)[0]) == ["--no-such-flag"]
+    assert entry_point(["python", "-m", "pytest", "-q", "tests/test_x.py"]) is None
+    assert relative_links(text) == ["docs/X.md", "y.png"]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_commands_use_existing_entry_points_and_flags(page):
+    commands = bash_commands(page.read_text())
+    if page == README:
+        assert len(commands) >= 8
     for words in commands:
-        call = entry_point(words)
-        if call is None:
-            continue
-        text = help_text(tuple(call))
-        script = next((i for i, w in enumerate(words) if w.endswith(".py")), 0)
-        own = words[script:] if words[0] == "torchrun" else words  # torchrun's flags come before the script
-        for flag in (w.split("=")[0] for w in own if w.startswith("--")):
-            assert re.search(rf"{re.escape(flag)}\b", text), f"README command uses {flag}, unknown to {call[1:3]}"
+        unknown = unknown_flags(words)
+        assert not unknown, f"{page.relative_to(ROOT)}: `{' '.join(words)}` uses {unknown}, unknown to its --help"
 
 
 @pytest.mark.parametrize("module", ["train", "run", "run_video", "export"])
 def test_every_flag_is_documented(module):
     parser = __import__(module).get_args_parser()
     flags = {flag for action in parser._actions for flag in action.option_strings if flag.startswith("--")}
-    missing = sorted(f for f in flags - {"--help"} if f"`{f}`" not in README)
-    assert not missing, f"flags of {module}.py missing from the README: {missing}"
+    documented = "\n".join(page.read_text() for page in [README, *DOCS])
+    missing = sorted(f for f in flags - {"--help"} if f"`{f}`" not in documented)
+    assert not missing, f"flags of {module}.py missing from README.md and docs/*.md: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_relative_links_point_at_existing_files_without_anchors(page):
+    for target in relative_links(page.read_text()):
+        where = f"{page.relative_to(ROOT)}: link ({target})"
+        assert "#" not in target, f"{where}: anchors break when sections move; link the file and name the section"
+        assert (page.parent / target).exists(), f"{where} points at no file"
+
+
+def test_readme_is_short_and_links_every_docs_page():
+    text = README.read_text()
+    n_lines = len(text.splitlines())
+    assert n_lines <= README_MAX_LINES, (
+        f"README.md has {n_lines} lines, at most {README_MAX_LINES}: move detail to docs/"
+    )
+    linked = {(ROOT / target).resolve() for target in relative_links(text)}
+    unlinked = [str(p.relative_to(ROOT)) for p in [*DOCS, EXPERIMENTS] if p.resolve() not in linked]
+    assert not unlinked, f"README.md does not link {unlinked}"
 
 
 def test_quick_start_runs_at_its_smallest_size(tmp_path):

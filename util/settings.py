@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from depth_anything_v2.configs import BACKBONE_CONFIGS, PATCH_SIZE
+from depth_anything_v2.hub import resolve_checkpoint
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, checkpoint_config, read_checkpoint
 
@@ -108,8 +109,11 @@ def check_flags(args: argparse.Namespace, info: DistInfo) -> None:
     errors = []
     if args.use_distillation and not args.teacher_checkpoint:
         errors.append("--use-distillation needs --teacher-checkpoint PATH (a camera-less teacher)")
-    if args.use_distillation and args.teacher_checkpoint and not Path(args.teacher_checkpoint).is_file():
-        errors.append(f"--teacher-checkpoint {args.teacher_checkpoint}: file not found")
+    elif args.use_distillation:
+        try:
+            resolve_checkpoint(args.teacher_checkpoint)  # a hub name that cannot be fetched fails now
+        except CheckpointError as err:
+            errors.append(f"--teacher-checkpoint: {err}")
     if args.cache_teacher and not args.use_distillation:
         errors.append("--cache-teacher caches the teacher of --use-distillation; add --use-distillation")
     if args.img_size % PATCH_SIZE:
@@ -119,6 +123,8 @@ def check_flags(args: argparse.Namespace, info: DistInfo) -> None:
         errors.append("--precision fp16 needs CUDA (it uses a gradient scaler); use bf16 or auto on CPU")
     if args.eval_only and not args.pretrained_from:
         errors.append("--eval-only needs --pretrained-from CHECKPOINT")
+    if args.eval_only and not args.save_path and args.pretrained_from and not Path(args.pretrained_from).exists():
+        errors.append("--eval-only of a hub model needs --save-path DIR (for eval.json and train.log)")
     if args.eval_only and args.resume:
         errors.append("--eval-only evaluates --pretrained-from; drop --resume")
     if not args.eval_only and not args.save_path:

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dataset import DataError, GenericDatasetWithIntrinsics
+from depth_anything_v2.pretrained import checkpoint_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ logger = logging.getLogger(__name__)
 def teacher_identity(checkpoint: str, bf16: bool, input_size: int) -> dict:
     """What produces a cache's predictions: the teacher file's identity (path, size, modification time, first MiB),
     its precision and the input size."""
-    path = Path(checkpoint)
+    path = checkpoint_weights_file(checkpoint)  # a hub name's file in the hub cache; a model folder's weights
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(1 << 20)).hexdigest()
     stat = path.stat()
