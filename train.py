@@ -36,12 +36,7 @@ from depth_anything_v2.configs import PATCH_SIZE
 from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
-from util.checkpoint import (
-    TrainState,
-    resume,
-    save_checkpoint,
-    training_checkpoint,
-)
+from util.checkpoint import TrainState, resume, save_checkpoint, training_checkpoint
 from util.dist import DistInfo, barrier
 from util.distill import build_teacher, fill_teacher_cache
 from util.engine import NonFiniteLossError, evaluate, evaluate_and_record, train_one_epoch
