@@ -18,6 +18,7 @@ from depth_anything_v2.loading import CheckpointError
 from util.distill import FrozenTeacher
 from util.monitor import CollapseMonitor
 from util.teacher_cache import cache_teacher_predictions, teacher_cache_dir
+from util.teacher_check import rank_correlation
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,11 @@ def test_the_teacher_cache_json_is_written_by_rank_0_only(data, tmp_path):
     cache_teacher_predictions(teacher, NoImages(), 70, rank=0, world_size=2)
     assert json.loads((folder / "teacher.json").read_text())["input_size"] == 70
     assert [p.name for p in folder.iterdir()] == ["teacher.json"]  # no temporary file left
+
+
+def test_the_rank_correlation_gives_tied_values_their_average_rank():
+    depth = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert rank_correlation(torch.full((6,), 7.0), depth) == 0.0  # a flat map follows nothing, whatever the order
+    assert rank_correlation(depth.square(), depth) == pytest.approx(1.0)
+    ties = torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])  # ranks 0.5, 0.5, 2.5, 2.5, 4.5, 4.5
+    assert rank_correlation(ties, depth) == pytest.approx(16 / (16 * 17.5) ** 0.5)

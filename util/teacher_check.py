@@ -49,13 +49,17 @@ class TeacherJudgement:
         )
 
 
+def _ranks(x: Tensor) -> Tensor:
+    """Ranks of a 1-D tensor, ties sharing their average rank (float64)."""
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return ((ends - counts + ends - 1) / 2)[inverse]
+
+
 def rank_correlation(a: Tensor, b: Tensor) -> float:
-    """Spearman's rank correlation of two 1-D tensors (ties broken by order)."""
-    ranks = [
-        torch.empty_like(x, dtype=torch.float64).scatter_(0, x.argsort(), torch.arange(len(x), dtype=torch.float64))
-        for x in (a, b)
-    ]
-    ra, rb = (r - r.mean() for r in ranks)
+    """Spearman's rank correlation of two 1-D tensors (tied values share their average rank, so a constant
+    tensor correlates with nothing: 0)."""
+    ra, rb = (r - r.mean() for r in (_ranks(a), _ranks(b)))
     return float((ra * rb).sum() / ((ra.square().sum() * rb.square().sum()).sqrt() + 1e-12))
 
 
