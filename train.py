@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -36,24 +37,19 @@ from depth_anything_v2.configs import PATCH_SIZE
 from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
-from util.checkpoint import (
-    TrainState,
-    check_resume_matches,
-    resume,
-    save_checkpoint,
-    training_checkpoint,
-)
-from util.dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
-from util.distill import build_teacher
+from util.checkpoint import TrainState, resume, save_checkpoint, training_checkpoint
+from util.dist import DistInfo, barrier
+from util.distill import build_teacher, fill_teacher_cache
 from util.engine import NonFiniteLossError, train_one_epoch
-from util.logger import MetricsWriter, finite_or_null, setup_logging
+from util.logger import MetricsWriter, finite_or_null, log_to_file
 from util.mixture_data import MixtureData, build_mixture_data, read_mixture, startup_table, training_options
 from util.mixture_eval import evaluate_and_record, evaluate_mixture, log_results
 from util.monitor import CollapseMonitor
 from util.optim import build_optimizer
 from util.precision import PRECISIONS, choose_kernels, tune_allocator
 from util.sampler import ResumableSampler
-from util.settings import check_args, check_mixture_matches, check_run_folder, check_save_path, read_source
+from util.settings import resolve_recipe
+from util.startup import begin_run, start
 
 logger = logging.getLogger("train")
 
@@ -71,8 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--freeze-dinov2",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="freeze the DINOv2 backbone (default); --no-freeze-dinov2 trains it at --lr",
+        help="freeze the DINOv2 backbone (default; a resume keeps the checkpoint's); --no-freeze-dinov2 trains it "
+        "at --lr (needed without --pretrained-from: a random backbone must not stay frozen)",
     )
     camera = parser.add_argument_group("camera")
     camera.add_argument(
@@ -130,15 +126,23 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="accept K whose principal point lies far from the image centre (crops; docs/DATA_CHECKS.md)",
     )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=40)
+    optim.add_argument("--epochs", type=int, help="default 40; a resume keeps the checkpoint's (docs/RUNS.md)")
     optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
     optim.add_argument(
         "--accum-iter", type=int, default=1, help="micro-batches of --bs per optimizer step (gradient accumulation)"
     )
     optim.add_argument("--lr", type=float, default=5e-6, help="backbone lr; head and camera encoder get 10x")
     optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--warmup-iters", type=int, default=0)
-    optim.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    optim.add_argument(
+        "--warmup-iters",
+        type=int,
+        help="linear warm-up steps (default: from random weights 10%% of the schedule, at most 100; else 0)",
+    )
+    optim.add_argument(
+        "--clip-grad",
+        type=float,
+        help="max gradient norm, 0: no clipping (default: 1.0 from random weights, else 0)",
+    )
     optim.add_argument("--max-steps", type=int, default=0, help="stop after this many iterations (0: all epochs)")
     optim.add_argument(
         "--max-skipped-steps", type=int, default=20, help="stop after this many non-finite steps in a row"
@@ -153,6 +157,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "bf16", "fp32"),
         help="auto: bf16 with --precision bf16/fp16 or where the device runs bf16 natively, else fp32",
+    )
+    distill.add_argument(
+        "--teacher-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="judge the teacher on 4 validation images and refuse a flat, saturated or uncorrelated one (default); "
+        "--no-teacher-check distils from it anyway, with a warning",
     )
     distill.add_argument(
         "--cache-teacher",
@@ -188,10 +199,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
     runtime.add_argument(
         "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="bf16 autocast: faster steps on CPUs with bf16 instructions and on GPUs (benchmarks/results.md); "
-        "fp16: CUDA only",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="auto (default): bf16 autocast where the device runs bf16 natively (CUDA, AVX512-BF16 or AMX CPUs), "
+        "else fp32; bf16 is slower than fp32 where it is emulated; fp16: CUDA only",
     )
     runtime.add_argument(
         "--kernels",
@@ -226,38 +237,6 @@ def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -
     return model.to(info.device)
 
 
-def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict | None]:
-    """Join the process group, resolve and check the flags and the run folder, set up logging and seeds."""
-    info = init_distributed(args.device, args.dist_timeout)
-    resume_ckpt, source = read_source(args)
-    check_args(args, info)
-    changes = [] if resume_ckpt is None else check_mixture_matches(resume_ckpt, args.resume, args)
-    save_path = Path(args.save_path) if args.save_path else Path(args.pretrained_from).parent
-    if info.is_main:
-        check_save_path(save_path)
-    if info.is_main and not args.eval_only:
-        check_run_folder(save_path, resume_ckpt is not None, args.overwrite)
-        for stale in save_path.glob(".*.pth.tmp*"):
-            stale.unlink()  # left by a process killed inside a checkpoint write
-    barrier()
-    setup_logging(None if args.eval_only and not args.save_path else save_path, info.is_main)
-    seed_all(args.seed + info.rank)
-    logger.info(
-        "world size %d, device %s, torch %s, per-process batch %d x %d accumulated (effective %d per step), "
-        "lr backbone %.2e head %.2e",
-        info.world_size, info.device, torch.__version__, args.bs, args.accum_iter,
-        args.bs * args.accum_iter * info.world_size, args.lr, args.lr * 10,
-    )  # fmt: skip
-    if resume_ckpt is not None:
-        logger.info("resuming from %s (iteration %d)", args.resume, resume_ckpt["iteration"])
-    elif not args.eval_only:
-        note = " (--resume auto: no latest.pth yet)" if args.resume == "auto" else ""
-        logger.info("starting a new run in %s%s", save_path, note)
-    if changes:
-        logger.warning("--change-mixture: resuming %s on another mixture: %s", args.resume, "; ".join(changes))
-    return info, save_path, resume_ckpt, source
-
-
 def evaluate_only(
     model: DepthAnythingV2, data: MixtureData, args: argparse.Namespace, info: DistInfo, save_path: Path
 ) -> None:
@@ -273,39 +252,54 @@ def evaluate_only(
 
 
 def main(args: argparse.Namespace) -> None:
+    """Train (or evaluate) as the flags say. A refusal is a SystemExit with one message (also written to train.log
+    when the run had begun); the lock and the process group are released however main ends."""
+    with ExitStack() as stack:
+        try:
+            train(args, stack)
+        except SystemExit as stop:
+            if isinstance(stop.code, str):
+                log_to_file(stop.code)
+            raise
+
+
+def train(args: argparse.Namespace, stack: ExitStack) -> None:
     specs, held_out = read_mixture(args)  # a bad spec stops here, before any work
-    info, save_path, resume_ckpt, source = start(args)
-    data = build_mixture_data(args, specs, held_out, None if args.eval_only else training_options(args, info.device))
+    started = start(args, stack)
+    if started is None:
+        return
+    info, save_path, sources, overwritten = started
+    data = build_mixture_data(args, specs, held_out, None if args.eval_only else training_options(args))
     step_draws = args.bs * args.accum_iter * info.world_size
     train_size = sum(len(d) for d in data.train.values())
     iters_per_epoch = args.steps_per_epoch or train_size // step_draws
     logger.info("datasets:\n%s", startup_table(data, args, step_draws, iters_per_epoch))
-    if not args.eval_only and iters_per_epoch <= 0:
+    if args.eval_only:
+        try:
+            evaluate_only(build_model(args, info, sources.pretrained), data, args, info, save_path)
+        except DataError as err:
+            raise SystemExit(str(err)) from None
+        return
+    if iters_per_epoch <= 0:
         raise SystemExit(
             f"the training data has {train_size} samples, fewer than one step of {args.bs} x {args.accum_iter} "
             f"micro-batches x {info.world_size} processes: lower --bs or --accum-iter, or set --steps-per-epoch N > 0"
         )
-    if info.is_main and not args.eval_only:
-        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
-    model = build_model(args, info, source)
-    if args.eval_only:
-        try:
-            evaluate_only(model, data, args, info, save_path)
-        except DataError as err:
-            raise SystemExit(str(err)) from None
-        finally:
-            cleanup_distributed()
-        return
-
+    logger.info("%s", resolve_recipe(args, args.epochs * iters_per_epoch))
     train_set = MixtureDataset(data.train)
-    teacher = build_teacher(args, info, train_set, data.val[specs[0].label])
+    teacher = build_teacher(args, info, data.val[specs[0].label])
+    if info.is_main:
+        begin_run(args, save_path, overwritten, sources.damaged)
+    barrier()
+    if teacher is not None and train_set.teacher_cache is not None:
+        fill_teacher_cache(teacher, train_set, args, info)
+    model = build_model(args, info, sources.pretrained)
     forced = parse_kernels(args.kernels)
     choice = choose_kernels(model, args.bs, args.img_size, args.precision, "training", forced)
     logger.info("student kernels for %d x %d px batches of %d: %s", args.img_size, args.img_size, args.bs,
                 choice.describe())  # fmt: skip
     if teacher is not None and train_set.teacher_cache is None:
-        teacher_precision = "bf16" if teacher.bf16 else "fp32"
-        choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
+        choice = choose_kernels(teacher.model, args.bs, args.img_size, args.teacher_precision, "inference", forced)
         logger.info("teacher kernels: %s", choice.describe())
     sampler = ResumableSampler(
         [len(d) for d in data.train.values()], [s.weight for s in specs], data.train_labels,
@@ -325,10 +319,9 @@ def main(args: argparse.Namespace) -> None:
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
     state = TrainState(total_iters=args.epochs * iters_per_epoch)
-    if resume_ckpt is not None:
-        check_resume_matches(resume_ckpt, args.resume, args, info.world_size)
-        resume(resume_ckpt, model, optimizer, scaler, state)
-        if resume_ckpt.get("sampler") is not None and not sampler.load_state_dict(resume_ckpt["sampler"]):
+    if sources.resume is not None:
+        resume(sources.resume, model, optimizer, scaler, state)
+        if sources.resume.get("sampler") is not None and not sampler.load_state_dict(sources.resume["sampler"]):
             logger.warning("the mixture changed: each dataset's stream continues, the rest of the epoch is drawn anew")
         logger.info("resumed at epoch %d, iteration %d; samples drawn so far: %s", state.epoch, state.iteration,
                     sampler.drawn(state.epoch_step))  # fmt: skip
@@ -339,13 +332,16 @@ def main(args: argparse.Namespace) -> None:
         else model
     )
     writer = MetricsWriter(save_path) if info.is_main else None
-    monitor = CollapseMonitor()
+    if writer:
+        stack.callback(writer.close)
+    start_weights = f"--pretrained-from {args.pretrained_from}" if args.pretrained_from else "random weights"
+    monitor = CollapseMonitor(start=start_weights, teacher=args.teacher_checkpoint if teacher else None)
 
     def save(name: str) -> None:
         if info.is_main:
             sampler_state = sampler.state_dict(state.epoch_step)
             checkpoint = training_checkpoint(model, optimizer, scaler, state, args, info.world_size, sampler_state)
-            save_checkpoint(checkpoint, save_path / name)
+            save_checkpoint(checkpoint, save_path / name, keep_previous=name == "latest.pth")
 
     def stopped() -> bool:
         return bool(args.max_steps) and state.iteration >= args.max_steps
@@ -372,12 +368,7 @@ def main(args: argparse.Namespace) -> None:
         logger.error("%s", err)
         raise SystemExit(2) from None
     except DataError as err:  # a sample that fails to load, also in a DataLoader worker: its one line
-        logger.error("%s", err)
         raise SystemExit(f"data: {err}") from None
-    finally:
-        if writer:
-            writer.close()
-        cleanup_distributed()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .checksum import checksum_problem
 from .configs import ENCODER_BY_EMBED_DIM
 from .transformers_format import from_transformers_state, is_transformers_state
 
@@ -99,9 +100,9 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict:
         except Exception as err:
             raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     try:
-        # Memory-mapped where the file is a zip archive (torch.save's format since 1.6): reading a checkpoint for
-        # its settings costs little, and tensors are read when they are used.
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        # Memory-mapped where the file is a zip archive (torch.save's format since 1.6); the checksum reads it all.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        damage = checksum_problem(path, obj)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path}: refused to load: the file holds Python objects or code that weights-only loading does not "
@@ -113,6 +114,9 @@ def read_checkpoint_file(path: str | os.PathLike) -> dict:
             f"{path}: corrupt or truncated checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); "
             f"re-download or re-save it"
         ) from None
+    if damage:
+        raise CheckpointError(f"{path}: {damage}")
+    return obj
 
 
 def extract_state_dict(obj: dict) -> dict[str, torch.Tensor]:

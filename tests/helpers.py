@@ -26,11 +26,11 @@ sys.path.insert(0, {str(ROOT)!r})
 import util.checkpoint as checkpoint
 at, seconds = int(sys.argv[1]), float(sys.argv[2])
 
-def save_checkpoint(obj, path):
+def save_checkpoint(obj, path, keep_previous=False):
     tmp = checkpoint.write_temporary(obj, Path(path))
     if obj.get("iteration") == at:
         time.sleep(seconds)
-    checkpoint.publish(tmp, Path(path))
+    checkpoint.publish(tmp, Path(path), keep_previous)
 
 checkpoint.save_checkpoint = save_checkpoint
 sys.argv = ["train.py", *sys.argv[3:]]
@@ -100,10 +100,11 @@ def varying_relative_vits() -> DepthAnythingV2:
 
 
 def train_args(data: Path, save_path: Path, *extra: str, pretrained: str = "init.pth") -> list[str]:
-    """train.py flags of a tiny CPU run on `data/scenes` (vits, 70 px, batch 2), started from `data/pretrained`."""
+    """train.py flags of a tiny CPU run on `data/scenes` (vits, 70 px, batch 2, fp32 arithmetic whether or not the
+    CPU has native bf16), started from `data/pretrained`."""
     return [
         "--encoder", "vits", "--dataset", str(data / "scenes"), "--img-size", "70", "--max-depth", "10",
-        "--bs", "2", "--workers", "0", "--device", "cpu",
+        "--bs", "2", "--workers", "0", "--device", "cpu", "--precision", "fp32",
         "--pretrained-from", str(data / pretrained), "--save-path", str(save_path), *extra,
     ]  # fmt: skip
 

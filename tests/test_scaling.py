@@ -127,4 +127,4 @@ def test_two_micro_batches_of_one_give_the_weights_of_one_batch_of_two(data, tmp
     assert steps == [0, 1, 2, 3]
     with pytest.raises(SystemExit, match="--accum-iter 2, this run has 1"):
         train.main(train.get_args_parser().parse_args(train_args(
-            data, tmp_path / "accumulated", "--epochs", "2", "--bs", "1", "--resume")))  # fmt: skip
+            data, tmp_path / "accumulated", "--bs", "1", "--resume")))  # fmt: skip

@@ -127,12 +127,14 @@ def forward_backward(
     info: DistInfo,
     scaler: torch.amp.GradScaler | None,
     sync: bool,
-) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """Loss of one micro-batch and its backward, scaled by 1 / accum_iter so that the accumulated gradient is that
-    of the whole step's batch. Without `sync`, DDP skips its gradient all-reduce (`no_sync`).
+    images_in_step: int,
+) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor | None]:
+    """Loss of one micro-batch and its backward. The loss sums per-image terms over `images_in_step` (the images
+    of all the step's micro-batches), so the accumulated gradient is that of the whole step's batch, exactly up to
+    rounding (`student_loss`). Without `sync`, DDP skips its gradient all-reduce (`no_sync`).
 
     Returns:
-        (loss, loss terms, prediction), detached; the loss is the micro-batch's own (unscaled).
+        (loss, loss terms, prediction, teacher depth or None), detached; the micro-batch's share of the step's loss.
     """
     with model.no_sync() if info.distributed and not sync else nullcontext():
         with autocast_context(info.device, args.precision):
@@ -142,10 +144,11 @@ def forward_backward(
             if teacher_depth is None and teacher is not None:
                 teacher_depth = teacher(batch["image"])
         # Each sample's depth_valid already holds its own dataset's range (a mixture's datasets differ).
-        loss, terms = student_loss(pred.float(), batch, 0.0, math.inf, teacher_depth, args.distill_weight)
-        scaled = loss / args.accum_iter
-        (scaler.scale(scaled) if scaler else scaled).backward()
-    return loss.detach(), terms, pred.detach()
+        loss, terms = student_loss(
+            pred.float(), batch, 0.0, math.inf, teacher_depth, args.distill_weight, images_in_step
+        )
+        (scaler.scale(loss) if scaler else loss).backward()
+    return loss.detach(), terms, pred.detach(), teacher_depth
 
 
 def train_one_epoch(
@@ -176,12 +179,15 @@ def train_one_epoch(
         it = state.iteration
         set_lr(optimizer, get_lr(it, state.total_iters, args.lr, args.warmup_iters))
         losses, parts = [], []
+        images = sum(len(batch["image"]) for batch in group)
         for i, batch in enumerate(group):
             batch = to_device(batch, info.device)
-            loss, terms, pred = forward_backward(model, teacher, batch, args, info, scaler, i == len(group) - 1)
+            loss, terms, pred, teacher_depth = forward_backward(
+                model, teacher, batch, args, info, scaler, i == len(group) - 1, images
+            )
             losses.append(loss)
             parts.append(terms)
-        loss = torch.stack(losses).mean()
+        loss = torch.stack(losses).sum()
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad if args.clip_grad > 0 else math.inf)
@@ -211,11 +217,15 @@ def train_one_epoch(
                 "train/pred_saturated": saturated,
                 "train/samples_per_sec": samples / elapsed,
             }
-            terms = {k: torch.stack([t[k] for t in parts]).mean().item() for k in parts[0]}
+            terms = {k: torch.stack([t[k] for t in parts]).sum().item() for k in parts[0]}
             drawn = loader.sampler.drawn(state.epoch_step)  # every rank's draws so far, per dataset of the mixture
             scalars.update({f"data/{label}/samples": float(n) for label, n in drawn.items()})
             log_step(writer, state, it, scalars, terms, optimizer, scaler, last_iter)
-            warning = monitor.update(spread, saturated, args.lr)
+            taught = None
+            if teacher_depth is not None:
+                teacher_range = teacher.model.max_depth if teacher is not None else args.max_depth
+                taught = prediction_spread(teacher_depth, batch["image_valid"], teacher_range)
+            warning = monitor.update(spread, saturated, args.lr, it, taught)
             if warning:
                 logger.warning("%s", warning)
         if args.save_every and state.iteration % args.save_every == 0:

@@ -13,15 +13,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from dataset import DataError, GenericDatasetWithIntrinsics
 from dataset.check import DepthSummary, check_dataset, check_splits
 from dataset.mixture import DatasetSpec, MixtureError, check_disjoint, mixture_record, parse_mixture
 from dataset.protocol import EvalProtocol
 from dataset.registry import build_dataset
 
-from .precision import teacher_uses_bf16
 from .teacher_cache import teacher_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -89,11 +86,12 @@ def resolve_protocol(
     )
 
 
-def training_options(args: argparse.Namespace, device: torch.device) -> dict:
-    """What the training splits add to the validation ones: zoom, camera dropout and the teacher cache folder."""
+def training_options(args: argparse.Namespace) -> dict:
+    """What the training splits add to the validation ones: zoom, camera dropout and the teacher cache folder
+    (`args.teacher_precision` already resolved to bf16 or fp32)."""
     cache = None
     if args.cache_teacher:
-        bf16 = teacher_uses_bf16(args.teacher_precision, args.precision, device)
+        bf16 = args.teacher_precision == "bf16"
         cache = teacher_cache_dir(Path(args.save_path) / "teacher_cache", args.teacher_checkpoint, bf16, args.img_size)
     return {
         "zoom_range": args.zoom_range,
@@ -155,9 +153,7 @@ def build_mixture_data(
                 except DataError as err:
                     problems.setdefault(str(err), []).append(f"{label}data")
     if problems:
-        message = "\n".join(f"{' and '.join(whats)}: {err}" for err, whats in problems.items())
-        logger.error("%s", message)
-        raise SystemExit(message)
+        raise SystemExit("\n".join(f"{' and '.join(whats)}: {err}" for err, whats in problems.items()))
     for spec in [*specs, *held_out]:
         data.protocols[spec.label] = resolve_protocol(spec, data.val[spec.label], args)
     if len(specs) == 1:  # one training dataset: config.json keeps its protocol in the --eval-* flags, as before
