@@ -71,8 +71,9 @@ def test_a_teacher_that_does_not_follow_the_ground_truth_is_refused(data, tmp_pa
         return torch.rand(x.shape[0], *x.shape[-2:], generator=torch.Generator().manual_seed(0)) * 8 + 1
 
     monkeypatch.setattr(FrozenTeacher, "forward", noise)
-    with pytest.raises(SystemExit, match=r"its depth hardly follows the ground truth \(rank correlation [+-]0\.0\d, "
-                                         r"at least \+0\.30 needed\)"):  # fmt: skip
+    with pytest.raises(SystemExit, match=r"its depth hardly follows the ground truth: an untrained, random or badly "
+                                         r"matched teacher \(rank correlation with the ground truth [+-]0\.0\d \(at "
+                                         r"least \+0\.30 needed\)"):  # fmt: skip
         distil(data, tmp_path / "run", str(data / "init.pth"))
 
 

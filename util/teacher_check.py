@@ -92,13 +92,7 @@ def teacher_problem(judgement: TeacherJudgement) -> str | None:
         return f"its prediction is collapsed: {collapsed}, so it teaches nothing"
     rho = judgement.correlation
     if rho is not None and rho < -0.2:
-        return (
-            f"its output falls where the ground truth depth rises (rank correlation {rho:+.2f}): it predicts "
-            "disparity (a relative model), or it is untrained"
-        )
+        return "its output falls where the ground truth depth rises: a relative model (disparity), or untrained"
     if rho is not None and rho < MIN_TEACHER_CORRELATION:
-        return (
-            f"its depth hardly follows the ground truth (rank correlation {rho:+.2f}, at least "
-            f"{MIN_TEACHER_CORRELATION:+.2f} needed): an untrained, random or badly matched teacher"
-        )
+        return "its depth hardly follows the ground truth: an untrained, random or badly matched teacher"
     return None
