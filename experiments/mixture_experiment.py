@@ -15,7 +15,7 @@ final evaluation in each run's metrics.jsonl (`eval/<label>/<metric>`).
 
 Runs go to runs/mixture/<scale>/seed<N>/{A,C}/ (a rerun reuses every finished run of the same command); results
 to experiments/results/<name>.{json,md,png}, and the cpu and gpu scales rewrite the results block of
-experiments/MIXTURE.md (`--doc`). `python experiments/mixture_report.py RESULTS.json` rebuilds them.
+experiments/README.md (`--doc`). `python experiments/mixture_report.py RESULTS.json` rebuilds them.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale
     parser.add_argument("--out", default=str(REPO / "experiments" / "results"), help="where the results go")
     parser.add_argument("--name", help="results file name (default: mixture, mixture_<scale>)")
     parser.add_argument("--doc", help="markdown file whose results block is rewritten (default: experiments/"
-                        "MIXTURE.md for the cpu and gpu scales, none for smoke; 'none': none)")  # fmt: skip
+                        "README.md for the cpu and gpu scales, none for smoke; 'none': none)")  # fmt: skip
     args = parser.parse_args(argv)
     overrides = {"device": args.device, "jobs": args.jobs, "threads": args.threads}
     scale = dataclasses.replace(SCALES[args.scale], **{k: v for k, v in overrides.items() if v is not None})
@@ -175,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Scale
     args.work = Path(args.work or REPO / "runs" / "mixture" / args.scale)
     args.name = args.name or ("mixture" if args.scale == "cpu" else f"mixture_{args.scale}")
     if args.doc is None and args.scale != "smoke":
-        args.doc = str(REPO / "experiments" / "MIXTURE.md")
+        args.doc = str(REPO / "experiments" / "README.md")
     args.doc = None if args.doc in (None, "none") else Path(args.doc)
     return args, scale
 

@@ -1,8 +1,8 @@
-"""Report of the mixture experiment: summary over seeds per camera, the verdict, markdown, figure, MIXTURE.md block.
+"""Report of the mixture experiment: summary over seeds per camera, the verdict, markdown, figure, the block of experiments/README.md.
 
 Rebuild the .md, the .png and the results block of a markdown file from a results file, without training:
 
-    python experiments/mixture_report.py experiments/results/mixture.json --doc experiments/MIXTURE.md
+    python experiments/mixture_report.py experiments/results/mixture.json --doc experiments/README.md
 """
 
 from __future__ import annotations
