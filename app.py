@@ -3,10 +3,14 @@
     # one checkpoint (ours carry their config; official metric ones are recognised by their file names)
     python app.py --load-from checkpoints/training_run/latest.pth
 
-    # pick one of the checkpoints found in checkpoints/ on the page
+    # a model of the Hugging Face hub by name (fetched into the hub cache once)
+    python app.py --load-from depth-anything/Depth-Anything-V2-Metric-Hypersim-Small
+
+    # pick one of the checkpoints found in checkpoints/ on the page (files, and saved model folders)
     python app.py --port 7861
 
-Serves http://127.0.0.1:PORT on this machine only: no share link, no analytics, nothing fetched at start. Inputs:
+Serves http://127.0.0.1:PORT on this machine only: no share link, no analytics, nothing fetched at start but a hub
+--load-from that is not cached yet. Inputs:
 an image, its camera (unknown; fx fy cx cy in pixels of the uploaded image; a horizontal field of view; or the
 focal length and sensor data in its EXIF), the network input size. Outputs: image and depth with a slider, a colour
 bar, the depth of a clicked pixel, downloads (grayscale PNG, 16-bit PNG in millimetres for metric models, .npy,
@@ -48,7 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--load-from",
-        help="official .pth, one of our checkpoints, or an .onnx (ONNX backends); default: choose on the page",
+        help="official .pth, one of our checkpoints, a saved model folder, a Hugging Face hub name (docs/HUB.md), or "
+        "an .onnx (ONNX backends); default: choose on the page",
     )
     model.add_argument("--checkpoints", default="checkpoints", help="folder listed on the page without --load-from")
     model.add_argument("--encoder", choices=sorted(MODEL_CONFIGS), help="official checkpoints only (default: inferred)")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dataset.io import DataError
+from dataset.progress import progress
 from depth_anything_v2.loading import CheckpointError
 from inference.args import inference_parser, log_model, start, video_options
 from inference.depth_files import point_cloud
@@ -105,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
         images, videos = list_inputs(args.img_path)
         if args.save_ply and videos:
             raise DataError(f"--save-ply is for images; {videos[0][0]} is a video (drop --save-ply or the video)")
-        camera, runner = start(args, (images + videos)[0][0])
+        camera, runner = start(args, [path for path, _ in images + videos])
         if args.save_ply and runner.info.max_depth is None:
             raise DataError(PLY_REQUIREMENT)
     except (DataError, CheckpointError, RuntimeError) as err:
@@ -131,16 +132,17 @@ def main(args: argparse.Namespace) -> int:
             except (DataError, OSError, cv2.error) as err:
                 failures.add(path, origin, err)
 
-    for path, origin in tqdm(images, desc="depth", unit="img", disable=not images):
-        try:
-            if path.stem in claimed:
-                raise DataError(f"{path}: outputs {path.stem}.* were already written for {claimed[path.stem]}")
-            raw, K = read_input(path, camera)
-            claimed[path.stem] = path
-            finish(predictor.add(Job((path, origin), raw, K)))
-        except (DataError, OSError, cv2.error) as err:
-            failures.add(path, origin, err)
-    finish(predictor.flush())
+    with logging_redirect_tqdm():  # on a terminal, log lines go above the progress bar, not into it
+        for path, origin in progress(images, len(images), "depth", "img", logger) if images else []:
+            try:
+                if path.stem in claimed:
+                    raise DataError(f"{path}: outputs {path.stem}.* were already written for {claimed[path.stem]}")
+                raw, K = read_input(path, camera)
+                claimed[path.stem] = path
+                finish(predictor.add(Job((path, origin), raw, K)))
+            except (DataError, OSError, cv2.error) as err:
+                failures.add(path, origin, err)
+        finish(predictor.flush())
     for path, origin in videos:
         try:
             depth_video(path, outdir, runner, camera, video_options(args))

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     """
     try:
         videos = list_videos(args.video_path)
-        camera, runner = start(args, videos[0][0])
+        camera, runner = start(args, [path for path, _ in videos])
     except (DataError, CheckpointError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

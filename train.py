@@ -10,6 +10,8 @@ Several processes (DDP, NCCL on CUDA, gloo on CPU), the same flags:
     torchrun --nproc_per_node=4 train.py ...
 Continue after a crash:
     python train.py ... --resume        (reads <save-path>/latest.pth)
+Several datasets at once, each with its share of the samples drawn (docs/MIXTURES.md):
+    python train.py ... --dataset kitti_rig:1,my_data:2       or       --dataset mix.toml --eval-datasets held_out
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -25,32 +28,28 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from dataset import DataError, GenericDatasetWithIntrinsics, seed_worker
-from dataset.check import check_dataset
-from dataset.protocol import EVAL_CROPS, EvalProtocol
-from dataset.registry import build_dataset
+from dataset import DataError, seed_worker
+from dataset.mixture_dataset import MixtureDataset
+from dataset.protocol import EVAL_CROPS
 from dataset.units import parse_depth_scale
 from depth_anything_v2 import MODEL_CONFIGS, DepthAnythingV2
 from depth_anything_v2.configs import PATCH_SIZE
+from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, load_weights
-from util.checkpoint import (
-    TrainState,
-    check_resume_matches,
-    resume,
-    save_checkpoint,
-    training_checkpoint,
-)
-from util.dist import DistInfo, barrier, cleanup_distributed, init_distributed, seed_all
-from util.distill import build_teacher
-from util.engine import NonFiniteLossError, evaluate, evaluate_and_record, train_one_epoch
-from util.logger import MetricsWriter, finite_or_null, setup_logging
+from util.checkpoint import TrainState, resume, save_checkpoint, training_checkpoint
+from util.dist import DistInfo, barrier
+from util.distill import build_teacher, fill_teacher_cache
+from util.engine import NonFiniteLossError, train_one_epoch
+from util.logger import MetricsWriter, finite_or_null, log_to_file
+from util.mixture_data import MixtureData, build_mixture_data, read_mixture, startup_table, training_options
+from util.mixture_eval import evaluate_and_record, evaluate_mixture, log_results
 from util.monitor import CollapseMonitor
 from util.optim import build_optimizer
-from util.precision import PRECISIONS, choose_kernels, teacher_uses_bf16, tune_allocator
+from util.precision import PRECISIONS, choose_kernels, tune_allocator
 from util.sampler import ResumableSampler
-from util.settings import check_args, check_run_folder, check_save_path, read_source
-from util.teacher_cache import teacher_cache_dir
+from util.settings import resolve_recipe
+from util.startup import begin_run, start
 
 logger = logging.getLogger("train")
 
@@ -68,8 +67,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--freeze-dinov2",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="freeze the DINOv2 backbone (default); --no-freeze-dinov2 trains it at --lr",
+        help="freeze the DINOv2 backbone (default; a resume keeps the checkpoint's); --no-freeze-dinov2 trains it "
+        "at --lr (needed without --pretrained-from: a random backbone must not stay frozen)",
     )
     camera = parser.add_argument_group("camera")
     camera.add_argument(
@@ -90,8 +89,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     camera.add_argument("--no-zoom", action="store_true", help="disable the random zoom augmentation")
     camera.add_argument("--camera-dropout", type=float, default=0.2, help="probability of hiding K (null camera)")
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", required=True, help="name under dataset/splits/, or a folder with splits/")
+    data.add_argument(
+        "--dataset",
+        required=True,
+        help="name under dataset/splits/, or a folder with splits/; several as a mixture NAME:WEIGHT,NAME:WEIGHT, "
+        "or a .toml file with per-dataset units, ranges and evaluation (docs/MIXTURES.md)",
+    )
     data.add_argument("--data-root", help="dataset root for named datasets (hypersim, vkitti2, kitti, nyu)")
+    data.add_argument(
+        "--eval-datasets", help="datasets evaluated and never trained on (held-out cameras), as --dataset"
+    )
+    data.add_argument(
+        "--steps-per-epoch", type=int, default=0, help="optimizer steps per epoch (0: the training sets' summed size)"
+    )
+    data.add_argument(
+        "--change-mixture", action="store_true", help="--resume on another --dataset mixture (the change is logged)"
+    )
     data.add_argument(
         "--img-size",
         type=int,
@@ -107,16 +120,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data.add_argument("--workers", type=int, default=2, help="data loader processes per training process")
     data.add_argument("--skip-bad-samples", action="store_true", help="skip (and log) samples that fail to load")
+    data.add_argument(
+        OFFCENTRE_FLAG,
+        action="store_true",
+        help="accept K whose principal point lies far from the image centre (crops; docs/DATA_CHECKS.md)",
+    )
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=40)
+    optim.add_argument("--epochs", type=int, help="default 40; a resume keeps the checkpoint's (docs/RUNS.md)")
     optim.add_argument("--bs", "--batch-size", dest="bs", type=int, default=2, help="batch size per process")
     optim.add_argument(
         "--accum-iter", type=int, default=1, help="micro-batches of --bs per optimizer step (gradient accumulation)"
     )
     optim.add_argument("--lr", type=float, default=5e-6, help="backbone lr; head and camera encoder get 10x")
     optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--warmup-iters", type=int, default=0)
-    optim.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0: no clipping)")
+    optim.add_argument(
+        "--warmup-iters",
+        type=int,
+        help="linear warm-up steps (default: from random weights 10%% of the schedule, at most 100; else 0)",
+    )
+    optim.add_argument(
+        "--clip-grad",
+        type=float,
+        help="max gradient norm, 0: no clipping (default: 1.0 from random weights, else 0)",
+    )
     optim.add_argument("--max-steps", type=int, default=0, help="stop after this many iterations (0: all epochs)")
     optim.add_argument(
         "--max-skipped-steps", type=int, default=20, help="stop after this many non-finite steps in a row"
@@ -131,6 +157,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=("auto", "bf16", "fp32"),
         help="auto: bf16 with --precision bf16/fp16 or where the device runs bf16 natively, else fp32",
+    )
+    distill.add_argument(
+        "--teacher-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="judge the teacher on 4 validation images and refuse a flat, saturated or uncorrelated one (default); "
+        "--no-teacher-check distils from it anyway, with a warning",
     )
     distill.add_argument(
         "--cache-teacher",
@@ -166,10 +199,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--log-interval", type=int, default=10, help="iterations between log lines")
     runtime.add_argument(
         "--precision",
-        default="fp32",
-        choices=PRECISIONS,
-        help="bf16 autocast: faster steps on CPUs with bf16 instructions and on GPUs (benchmarks/results.md); "
-        "fp16: CUDA only",
+        default="auto",
+        choices=("auto", *PRECISIONS),
+        help="auto (default): bf16 autocast where the device runs bf16 natively (CUDA, AVX512-BF16 or AMX CPUs), "
+        "else fp32; bf16 is slower than fp32 where it is emulated; fp16: CUDA only",
     )
     runtime.add_argument(
         "--fp32-head-island",
@@ -187,45 +220,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--seed", type=int, default=0)
     runtime.add_argument("--dist-timeout", type=float, default=600.0, help="seconds a rank waits for a dead peer")
     return parser
-
-
-def resolve_protocol(args: argparse.Namespace, val_set: GenericDatasetWithIntrinsics) -> EvalProtocol:
-    """The evaluation protocol: each --eval-* flag given, else the dataset's declared protocol, else the training
-    range without a crop. The resolved values are written back to `args` (config.json records what ran)."""
-    declared = val_set.eval_protocol or EvalProtocol("none", args.min_depth, args.max_depth)
-    protocol = EvalProtocol(
-        args.eval_crop or declared.crop,
-        declared.min_depth if args.eval_min_depth is None else args.eval_min_depth,
-        declared.max_depth if args.eval_max_depth is None else args.eval_max_depth,
-    )
-    args.eval_crop, args.eval_min_depth, args.eval_max_depth = protocol.crop, protocol.min_depth, protocol.max_depth
-    return protocol
-
-
-def build_data(args: argparse.Namespace, split: str, mode: str, info: DistInfo) -> GenericDatasetWithIntrinsics:
-    """The `split` of --dataset in `mode`; a data problem stops the run with its message."""
-    size = (args.img_size, args.img_size)
-    options = dict(min_depth=args.min_depth, depth_scale=args.depth_scale, skip_bad_samples=args.skip_bad_samples)
-    if mode == "train":
-        cache = None
-        if args.cache_teacher:
-            bf16 = teacher_uses_bf16(args.teacher_precision, args.precision, info.device)
-            cache = teacher_cache_dir(
-                Path(args.save_path) / "teacher_cache", args.teacher_checkpoint, bf16, args.img_size
-            )
-        options.update(
-            zoom_range=args.zoom_range,
-            camera_dropout=args.camera_dropout if args.use_camera_intrinsics else 0.0,
-            teacher_cache=cache,
-        )
-    what = f"{'training' if mode == 'train' else 'validation'} data"
-    try:
-        dataset = build_dataset(args.dataset, split, size, mode, args.data_root, args.max_depth, **options)
-        check_dataset(dataset, what)  # sizes, units and range, before the model and teacher are built
-    except DataError as err:
-        logger.error("%s: %s", what, err)
-        raise SystemExit(f"{what}: {err}") from None
-    return dataset
 
 
 def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -> DepthAnythingV2:
@@ -250,70 +244,75 @@ def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -
     return model.to(info.device)
 
 
-def start(args: argparse.Namespace) -> tuple[DistInfo, Path, dict | None, dict | None]:
-    """Join the process group, resolve and check the flags and the run folder, set up logging and seeds."""
-    info = init_distributed(args.device, args.dist_timeout)
-    resume_ckpt, source = read_source(args)
-    check_args(args, info)
-    save_path = Path(args.save_path) if args.save_path else Path(args.pretrained_from).parent
+def evaluate_only(
+    model: DepthAnythingV2, data: MixtureData, args: argparse.Namespace, info: DistInfo, save_path: Path
+) -> None:
+    """--eval-only: every dataset of the mixture and of --eval-datasets, into eval.json (flat keys, as the
+    metrics.jsonl tags without `eval/`)."""
+    choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
+    logger.info("kernels for evaluation: %s", choice.describe())
+    results = evaluate_mixture(model, data, args, info)
+    log_results("evaluation", results, data)
     if info.is_main:
-        check_save_path(save_path)
-    if info.is_main and not args.eval_only:
-        check_run_folder(save_path, resume_ckpt is not None, args.overwrite)
-        for stale in save_path.glob(".*.pth.tmp*"):
-            stale.unlink()  # left by a process killed inside a checkpoint write
-    barrier()
-    setup_logging(None if args.eval_only and not args.save_path else save_path, info.is_main)
-    seed_all(args.seed + info.rank)
-    logger.info(
-        "world size %d, device %s, torch %s, per-process batch %d x %d accumulated (effective %d per step), "
-        "lr backbone %.2e head %.2e",
-        info.world_size, info.device, torch.__version__, args.bs, args.accum_iter,
-        args.bs * args.accum_iter * info.world_size, args.lr, args.lr * 10,
-    )  # fmt: skip
-    if resume_ckpt is not None:
-        logger.info("resuming from %s (iteration %d)", args.resume, resume_ckpt["iteration"])
-    elif not args.eval_only:
-        note = " (--resume auto: no latest.pth yet)" if args.resume == "auto" else ""
-        logger.info("starting a new run in %s%s", save_path, note)
-    return info, save_path, resume_ckpt, source
+        (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
+        logger.info("wrote %s", save_path / "eval.json")
 
 
 def main(args: argparse.Namespace) -> None:
-    info, save_path, resume_ckpt, source = start(args)
-    val_set = build_data(args, "val", "val", info)
-    train_set = None if args.eval_only else build_data(args, "train", "train", info)
-    protocol = resolve_protocol(args, val_set)
-    if info.is_main and not args.eval_only:
-        (save_path / "config.json").write_text(json.dumps(vars(args), indent=2, default=str))
-    model = build_model(args, info, source)
-    if args.eval_only:
-        choice = choose_kernels(model, 1, args.img_size, args.precision, "inference", parse_kernels(args.kernels))
-        logger.info("kernels for evaluation: %s", choice.describe())
-        results = evaluate(model, val_set, protocol, args, info)
-        logger.info("evaluation: %s", " ".join(f"{k} {v:.4f}" for k, v in results.items()))
-        if info.is_main:
-            (save_path / "eval.json").write_text(json.dumps(finite_or_null(results), indent=2))
-            logger.info("wrote %s", save_path / "eval.json")
-        cleanup_distributed()
-        return
+    """Train (or evaluate) as the flags say. A refusal is a SystemExit with one message (also written to train.log
+    when the run had begun); the lock and the process group are released however main ends."""
+    with ExitStack() as stack:
+        try:
+            train(args, stack)
+        except SystemExit as stop:
+            if isinstance(stop.code, str):
+                log_to_file(stop.code)
+            raise
 
-    iters_per_epoch = len(train_set) // (args.bs * args.accum_iter * info.world_size)
-    if iters_per_epoch == 0:
+
+def train(args: argparse.Namespace, stack: ExitStack) -> None:
+    specs, held_out = read_mixture(args)  # a bad spec stops here, before any work
+    started = start(args, stack)
+    if started is None:
+        return
+    info, save_path, sources, overwritten = started
+    data = build_mixture_data(args, specs, held_out, None if args.eval_only else training_options(args))
+    step_draws = args.bs * args.accum_iter * info.world_size
+    train_size = sum(len(d) for d in data.train.values())
+    iters_per_epoch = args.steps_per_epoch or train_size // step_draws
+    logger.info("datasets:\n%s", startup_table(data, args, step_draws, iters_per_epoch))
+    if args.eval_only:
+        try:
+            evaluate_only(build_model(args, info, sources.pretrained), data, args, info, save_path)
+        except DataError as err:
+            raise SystemExit(str(err)) from None
+        return
+    if iters_per_epoch <= 0:
         raise SystemExit(
-            f"the training split has {len(train_set)} samples, fewer than one batch of "
-            f"{args.bs} x {args.accum_iter} micro-batches x {info.world_size} processes: lower --bs or --accum-iter"
+            f"the training data has {train_size} samples, fewer than one step of {args.bs} x {args.accum_iter} "
+            f"micro-batches x {info.world_size} processes: lower --bs or --accum-iter, or set --steps-per-epoch N > 0"
         )
-    teacher = build_teacher(args, info, train_set, val_set)
+    logger.info("%s", resolve_recipe(args, args.epochs * iters_per_epoch))
+    train_set = MixtureDataset(data.train)
+    teacher = build_teacher(args, info, data.val[specs[0].label])
+    if info.is_main:
+        begin_run(args, save_path, overwritten, sources.damaged)
+    barrier()
+    if teacher is not None and train_set.teacher_cache is not None:
+        fill_teacher_cache(teacher, train_set, args, info)
+    model = build_model(args, info, sources.pretrained)
     forced = parse_kernels(args.kernels)
     choice = choose_kernels(model, args.bs, args.img_size, args.precision, "training", forced)
     logger.info("student kernels for %d x %d px batches of %d: %s", args.img_size, args.img_size, args.bs,
                 choice.describe())  # fmt: skip
     if teacher is not None and train_set.teacher_cache is None:
-        teacher_precision = "bf16" if teacher.bf16 else "fp32"
-        choice = choose_kernels(teacher.model, args.bs, args.img_size, teacher_precision, "inference", forced)
+        choice = choose_kernels(teacher.model, args.bs, args.img_size, args.teacher_precision, "inference", forced)
         logger.info("teacher kernels: %s", choice.describe())
-    sampler = ResumableSampler(train_set, info.world_size, info.rank, seed=args.seed)
+    sampler = ResumableSampler(
+        [len(d) for d in data.train.values()], [s.weight for s in specs], data.train_labels,
+        per_rank=args.bs * args.accum_iter, world_size=info.world_size, rank=info.rank, seed=args.seed,
+        steps_per_epoch=iters_per_epoch,
+    )  # fmt: skip
     loader = DataLoader(
         train_set,
         batch_size=args.bs,
@@ -327,10 +326,12 @@ def main(args: argparse.Namespace) -> None:
     optimizer = build_optimizer(model, args)
     scaler = torch.amp.GradScaler("cuda") if args.precision == "fp16" else None
     state = TrainState(total_iters=args.epochs * iters_per_epoch)
-    if resume_ckpt is not None:
-        check_resume_matches(resume_ckpt, args.resume, args, info.world_size)
-        resume(resume_ckpt, model, optimizer, scaler, state)
-        logger.info("resumed at epoch %d, iteration %d", state.epoch, state.iteration)
+    if sources.resume is not None:
+        resume(sources.resume, model, optimizer, scaler, state)
+        if sources.resume.get("sampler") is not None and not sampler.load_state_dict(sources.resume["sampler"]):
+            logger.warning("the mixture changed: each dataset's stream continues, the rest of the epoch is drawn anew")
+        logger.info("resumed at epoch %d, iteration %d; samples drawn so far: %s", state.epoch, state.iteration,
+                    sampler.drawn(state.epoch_step))  # fmt: skip
 
     ddp_model = (
         DistributedDataParallel(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
@@ -338,44 +339,43 @@ def main(args: argparse.Namespace) -> None:
         else model
     )
     writer = MetricsWriter(save_path) if info.is_main else None
-    monitor = CollapseMonitor()
+    if writer:
+        stack.callback(writer.close)
+    start_weights = f"--pretrained-from {args.pretrained_from}" if args.pretrained_from else "random weights"
+    monitor = CollapseMonitor(start=start_weights, teacher=args.teacher_checkpoint if teacher else None)
 
     def save(name: str) -> None:
         if info.is_main:
-            save_checkpoint(
-                training_checkpoint(model, optimizer, scaler, state, args, info.world_size), save_path / name
-            )
+            sampler_state = sampler.state_dict(state.epoch_step)
+            checkpoint = training_checkpoint(model, optimizer, scaler, state, args, info.world_size, sampler_state)
+            save_checkpoint(checkpoint, save_path / name, keep_previous=name == "latest.pth")
 
     def stopped() -> bool:
         return bool(args.max_steps) and state.iteration >= args.max_steps
 
     try:
         while state.epoch < args.epochs and not stopped():
+            sampler.set_epoch(state.epoch)
             if state.epoch_step < iters_per_epoch:
-                sampler.set_epoch(state.epoch)
-                sampler.set_start(state.epoch_step * args.bs * args.accum_iter)
+                sampler.set_start(state.epoch_step)
                 save_latest = partial(save, "latest.pth")
                 train_one_epoch(
                     ddp_model, teacher, loader, optimizer, scaler, args, state, info, writer, save_latest, monitor
                 )
             if state.epoch_step >= iters_per_epoch:  # the epoch is done; a resumed run may still owe its evaluation
                 if (state.epoch + 1) % args.eval_interval == 0 and state.evaluated_iteration != state.iteration:
-                    evaluate_and_record(model, val_set, protocol, args, info, state, writer, save)
+                    evaluate_and_record(model, data, args, info, state, writer, save)
                 state.epoch, state.epoch_step = state.epoch + 1, 0
+                sampler.set_epoch(state.epoch)  # its state in latest.pth is the new epoch's start
             save("latest.pth")
         if stopped() and state.evaluated_iteration != state.iteration:  # --max-steps: the final weights too
-            evaluate_and_record(model, val_set, protocol, args, info, state, writer, save)
+            evaluate_and_record(model, data, args, info, state, writer, save)
             save("latest.pth")
     except NonFiniteLossError as err:
         logger.error("%s", err)
         raise SystemExit(2) from None
     except DataError as err:  # a sample that fails to load, also in a DataLoader worker: its one line
-        logger.error("%s", err)
         raise SystemExit(f"data: {err}") from None
-    finally:
-        if writer:
-            writer.close()
-        cleanup_distributed()
 
 
 if __name__ == "__main__":

@@ -252,7 +252,7 @@ def training(check: Check, section: dict) -> None:
                 "image_valid": valid}  # fmt: skip
 
     def step(batch: dict) -> None:  # train_one_epoch's step with one micro-batch and no clipping (the defaults)
-        loss, _, _ = forward_backward(student, teacher, batch, TRAIN_ARGS, info, None, True)
+        loss, *_ = forward_backward(student, teacher, batch, TRAIN_ARGS, info, None, True, len(batch["image"]))
         grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
         if finite_on_every_rank(loss, grad_norm, info):
             optimizer.step()

@@ -1,10 +1,14 @@
-"""The start-up data check: sizes of every sample from the file headers, depth values of a fixed sample of them.
+"""The start-up data checks: sizes of every sample from the file headers, depth values of a fixed sample of them
+(and of every map stored in a rarer file type than the list's usual one), and a training list against its
+validation list.
 
 Run by train.py before the model is built, so wrong units or sizes stop the run at once with the numbers and the
-likely fix, instead of training on nothing (a loss of 0 on depth that is all beyond --max-depth).
+likely fix, instead of training on nothing (a loss of 0 on depth that is all beyond --max-depth). Each function
+checks one dataset (or one training / validation pair), so a run over several datasets calls them per dataset.
 
-    from dataset.check import check_dataset
+    from dataset.check import check_dataset, check_splits
     summary = check_dataset(train_set, "training data")   # raises DataError; --skip-bad-samples skips lines
+    check_splits(train_set, val_set)                      # raises DataError for identical lists, warns on overlap
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,27 +27,29 @@ from .generic_with_intrinsics import GenericDatasetWithIntrinsics
 from .headers import read_depth_header, size_mismatch
 from .io import DataError
 from .progress import progress
-from .units import COMMON_DEPTH_SCALES, format_depth_scale
+from .units import format_depth_scale, likely_fixes, maps_in_other_units, other_unit, percentiles_text, range_warnings
 
 logger = logging.getLogger(__name__)
 
-MAX_VALUE_CHECKS = 300  # depth maps whose values are read: all of a smaller list, a fixed-seed sample otherwise
+# Depth maps whose values are read: all of a smaller list, a fixed-seed sample otherwise, plus up to as many of
+# the maps stored in a rarer file type than the list's usual one (one .png among .npy maps: another unit?).
+MAX_VALUE_CHECKS = 300
 VALUES_PER_MAP = 2048  # measured depths kept per map for the percentiles
 MIN_INSIDE = 0.5  # a smaller mean fraction of measured pixels inside [min_depth, max_depth] stops the run
-WARN_OUTSIDE = 0.05  # a larger mean fraction below or above the range is worth a warning
-PLAUSIBLE_MEDIAN_M = (0.2, 300.0)  # median depth of a camera scene, metres, for suggesting another scale
-NICE_MAX_DEPTHS = (1, 2, 5, 10, 20, 40, 80, 100, 150, 200, 300, 500, 1000)
+SHOWN_OVERLAP = 3  # images named in the warning about images in both lists
 
 
 @dataclass
 class MapStats:
-    """Depth values of one map: pixel counts (measured = depth > 0) and a subsample of the measured depths (m)."""
+    """Depth values of one map: pixel counts (measured = depth > 0), a subsample of the measured depths and their
+    median (m; NaN without a measured pixel)."""
 
     pixels: int
     measured: int
     below: int
     above: int
     values: np.ndarray
+    median: float
 
 
 @dataclass
@@ -65,60 +72,109 @@ class DepthSummary:
 
 def check_dataset(dataset: GenericDatasetWithIntrinsics, what: str = "data") -> DepthSummary:
     """Check every line's depth size against its image's (headers; swapped sizes name EXIF orientation) and the
-    depth values of up to MAX_VALUE_CHECKS maps, in threads, with progress shown (`dataset.progress`).
+    depth values of up to MAX_VALUE_CHECKS maps (see `maps_to_read`), in threads, with progress shown.
 
     Args:
         dataset: a built dataset; its depth_scale, depth reader and [min_depth, max_depth] (m) are checked.
         what: how messages name it, e.g. 'training data'.
 
     Returns:
-        The depth summary (also logged, with a warning when much of the depth lies outside the range).
+        The depth summary of the maps read (also logged, with a warning when much of the depth lies outside the
+        range or it looks like inverse or normalised depth).
 
     Raises:
-        DataError: every bad line at once (unreadable depth, size mismatch), unless dataset.skip_bad_samples
-            (then they are skipped and logged); or depth values that are implausible for the range, with the
-            numbers and the likely fix (--depth-scale, --max-depth).
+        DataError: every bad line at once (unreadable depth, size mismatch, a map whose depth is implausible for
+            the list's unit), unless dataset.skip_bad_samples (then they are skipped and logged); or depth values
+            that are implausible for the range, with the numbers and the likely fix (--depth-scale, --max-depth).
     """
-    total = len(dataset)
-    if total <= MAX_VALUE_CHECKS:
-        sampled = set(range(total))
-    else:
-        sampled = set(np.random.default_rng(0).choice(total, MAX_VALUE_CHECKS, replace=False).tolist())
+    read = maps_to_read(dataset)
     workers = min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        inspected = pool.map(lambda i: _inspect(dataset, i, i in sampled), range(total))
-        results = list(progress(inspected, total, f"checking {what}", logger=logger))
+        inspected = pool.map(lambda i: _inspect(dataset, i, i in read), range(len(dataset)))
+        results = list(progress(inspected, len(dataset), f"checking {what}", logger=logger))
     problems = {i: result for i, result in enumerate(results) if isinstance(result, str)}
+    stats = {i: result for i, result in enumerate(results) if isinstance(result, MapStats)}
+    problems.update(_other_units(dataset, stats))
+    messages = [problems[i] for i in sorted(problems)]
     if problems and not dataset.skip_bad_samples:
-        raise bad_lines(dataset.filelist_path, list(problems.values()))
-    dataset.skip(list(problems.values()), problems.keys())
-    if not dataset.entries:
-        raise DataError(f"{dataset.filelist_path}: every line is bad (skipped)")
-    stats = [result for result in results if isinstance(result, MapStats)]
-    summary = _summarize(stats, len(dataset))
+        raise bad_lines(dataset.filelist_path, messages)
+    dataset.skip(messages, problems.keys())
+    kept = [s for i, s in stats.items() if i not in problems]
+    summary = _summarize(kept, len(dataset))
     described = _describe(summary, dataset)
     if not summary.measured:
         raise DataError(described)
     if summary.inside < MIN_INSIDE:
-        fixes = likely_fixes(np.concatenate([s.values for s in stats]), dataset)
+        own_units = dataset.depth_reader is not None  # a named dataset's reader decodes its own units
+        values = np.concatenate([s.values for s in kept])
+        fixes = likely_fixes(values, dataset.depth_scale, dataset.min_depth, dataset.max_depth, own_units)
         raise DataError(
             f"{described}: implausible depth for this range"
             + "".join(f"\n  {'likely fix' if i == 0 else '        or'}: {fix}" for i, fix in enumerate(fixes))
         )
     logger.info("%s: %s", what, described)
-    if summary.above >= WARN_OUTSIDE:
-        logger.warning(
-            "%s: %.0f%% of the measured depth lies above --max-depth %g m and is ignored (99th percentile %.3g m): "
-            "--max-depth %d?", what, 100 * summary.above, dataset.max_depth, summary.p99, nice_max_depth(summary.p99),
-        )  # fmt: skip
-    if summary.below >= WARN_OUTSIDE:
-        logger.warning(
-            "%s: %.0f%% of the measured depth lies below --min-depth %g m and is ignored (1st percentile %.3g m): "
-            "is --depth-scale right?", what, 100 * summary.below, dataset.min_depth, summary.p1,
-        )  # fmt: skip
+    percentiles = (summary.p1, summary.p50, summary.p99)
+    for warning in range_warnings(summary.below, summary.above, *percentiles, dataset.min_depth, dataset.max_depth):
+        logger.warning("%s: %s", what, warning)
     if summary.empty:
         logger.warning("%s: %d of the %d checked depth maps have no measured pixel", what, summary.empty, summary.maps)
     return summary
+
+
+def maps_to_read(dataset: GenericDatasetWithIntrinsics) -> set[int]:
+    """Indices of the maps whose depth values `check_dataset` reads: every map of a list of up to MAX_VALUE_CHECKS,
+    else a fixed-seed sample of that many plus up to as many of those stored in a rarer file type than the most
+    common one (the likeliest to be in another unit)."""
+    total = len(dataset)
+    if total <= MAX_VALUE_CHECKS:
+        return set(range(total))
+    read = set(np.random.default_rng(0).choice(total, MAX_VALUE_CHECKS, replace=False).tolist())
+    suffixes = [entry.depth.suffix.lower() for entry in dataset.entries]
+    usual = Counter(suffixes).most_common(1)[0][0]
+    rarer = [i for i, suffix in enumerate(suffixes) if suffix != usual]
+    return read | set(rarer[:MAX_VALUE_CHECKS])
+
+
+def _other_units(dataset: GenericDatasetWithIntrinsics, stats: dict[int, MapStats]) -> dict[int, str]:
+    """One message per map whose depth is implausible for its list's unit (`maps_in_other_units`)."""
+    medians = {i: s.median for i, s in stats.items() if s.measured}
+    odd, reference = maps_in_other_units(medians)
+    own_units = dataset.depth_reader is not None
+    return {
+        i: f"{dataset.where(i)}: {dataset.entries[i].depth}: "
+        + other_unit(medians[i], reference, dataset.depth_scale, own_units)
+        for i in odd
+    }
+
+
+def check_splits(train_set: GenericDatasetWithIntrinsics, val_set: GenericDatasetWithIntrinsics) -> None:
+    """Compare a training list with its validation list by image file (resolved paths).
+
+    Raises:
+        DataError: both lists hold the same images (the same list twice): validation would only measure how well
+            the training images are remembered. Images in both lists (some, not all) get a warning with the count.
+    """
+    train_images = {entry.image.resolve() for entry in train_set.entries}
+    val_images = {entry.image.resolve() for entry in val_set.entries}
+    shared = sorted(train_images & val_images)
+    if not shared:
+        return
+    split = (
+        "split the images into disjoint lists, e.g. `python -m dataset.make_filelist --images DIR --depths DIR "
+        "[--intrinsics DIR] --out FOLDER/splits --val-fraction 0.1`"
+    )
+    if train_images == val_images:
+        raise DataError(
+            f"the training list {train_set.filelist_path} and the validation list {val_set.filelist_path} hold the "
+            f"same {len(shared)} images: validation would only measure how well the training images are remembered; "
+            f"{split}"
+        )
+    shown = ", ".join(str(path) for path in shared[:SHOWN_OVERLAP]) + (", ..." if len(shared) > SHOWN_OVERLAP else "")
+    logger.warning(
+        "%d of the %d validation images of %s are also in the training list %s (%s): their metrics flatter the model; "
+        "remove them from one of the lists", len(shared), len(val_images), val_set.filelist_path,
+        train_set.filelist_path, shown,
+    )  # fmt: skip
 
 
 def _inspect(dataset: GenericDatasetWithIntrinsics, index: int, read_values: bool) -> MapStats | str | None:
@@ -148,6 +204,7 @@ def _inspect(dataset: GenericDatasetWithIntrinsics, index: int, read_values: boo
         below=int((measured < dataset.min_depth).sum()),
         above=int((measured > dataset.max_depth).sum()),
         values=measured[::step][:VALUES_PER_MAP],
+        median=float(np.median(measured)) if measured.size else math.nan,
     )
 
 
@@ -180,40 +237,6 @@ def _describe(summary: DepthSummary, dataset: GenericDatasetWithIntrinsics) -> s
             f"{dataset.max_depth:g}] m ({summary.below:.0%} below, {summary.above:.0%} above)"
         )
     return (
-        f"{where}: {inside}; measured depth {_percentiles(summary.p1, summary.p50, summary.p99)}; "
+        f"{where}: {inside}; measured depth {percentiles_text(summary.p1, summary.p50, summary.p99)}; "
         f"{summary.measured:.0%} of the pixels are measured"
     )
-
-
-def likely_fixes(depth_m: np.ndarray, dataset: GenericDatasetWithIntrinsics) -> list[str]:
-    """Up to three flag changes that bring measured depths `depth_m` (m, read with the dataset's scale) to a
-    plausible median and into [min_depth, max_depth], fewest changes first: --max-depth alone, another
-    --depth-scale of COMMON_DEPTH_SCALES, or both (the depth each gives is part of the text)."""
-    options: list[tuple[str | None, np.ndarray]] = [(None, depth_m)]
-    if dataset.depth_reader is None:  # a named dataset's reader decodes its own units
-        raw = depth_m / dataset.depth_scale
-        options += [
-            (f"--depth-scale {spelling} ({meaning})", raw * scale)
-            for spelling, scale, meaning in COMMON_DEPTH_SCALES
-            if not math.isclose(scale, dataset.depth_scale, rel_tol=1e-6)
-        ]
-    fixes = []
-    for scale_flag, depth in options if depth_m.size else []:
-        p1, p50, p99 = np.percentile(depth, [1, 50, 99])
-        if not PLAUSIBLE_MEDIAN_M[0] <= p50 <= PLAUSIBLE_MEDIAN_M[1]:
-            continue
-        flags = [scale_flag] if scale_flag else []
-        if np.mean((depth >= dataset.min_depth) & (depth <= dataset.max_depth)) < 0.9:
-            flags.append(f"--max-depth {nice_max_depth(p99)}")
-        if flags:
-            fixes.append((len(flags), f"{' '.join(flags)}: {_percentiles(p1, p50, p99)}"))
-    return [text for _, text in sorted(fixes, key=lambda fix: fix[0])[:3]]
-
-
-def nice_max_depth(depth_m: float) -> int:
-    """The smallest of NICE_MAX_DEPTHS at or above `depth_m` (m), else `depth_m` rounded up."""
-    return next((d for d in NICE_MAX_DEPTHS if d >= depth_m), math.ceil(depth_m))
-
-
-def _percentiles(p1: float, p50: float, p99: float) -> str:
-    return f"{p1:.3g} / {p50:.3g} / {p99:.3g} m (1st / 50th / 99th percentile)"

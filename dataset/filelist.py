@@ -92,13 +92,15 @@ def resolve_path(raw: str, list_path: Path, root: Path | None = None) -> Path | 
     return None
 
 
-def read_filelist(list_path: str | Path, root: str | Path | None = None) -> tuple[list[ListEntry], list[str]]:
+def read_filelist(
+    list_path: str | Path, root: str | Path | None = None, allow_offcentre: bool = False
+) -> tuple[list[ListEntry], list[str]]:
     """Read a list and run the cheap checks on every line: (usable entries, one message per bad line).
 
     Checks: the line splits into 2 or 3 fields; the files exist (see `resolve_path`); the image header (type,
     size); the intrinsics are readable, valid and plausible for the image's size (`intrinsics_problem`: pixels,
-    not millimetres or normalised, no skew, principal point near the image). Each message starts with
-    `<list>:<line>:` and names the path and the problem.
+    not millimetres or normalised, no skew, principal point near the image centre unless `allow_offcentre`).
+    Each message starts with `<list>:<line>:` and names the path and the problem.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
@@ -111,7 +113,7 @@ def read_filelist(list_path: str | Path, root: str | Path | None = None) -> tupl
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         try:
-            entries.append(_entry(text, number, list_path, root, known_K))
+            entries.append(_entry(text, number, list_path, root, known_K, allow_offcentre))
         except DataError as err:
             problems.append(f"{list_path}:{number}: {err}")
     return entries, problems
@@ -132,7 +134,9 @@ def bad_lines(list_path: str | Path, problems: list[str]) -> DataError:
     return DataError(f"{len(problems)} bad line(s) in {list_path}:\n  " + "\n  ".join(problems))
 
 
-def _entry(text: str, number: int, list_path: Path, root: Path | None, known_K: dict[Path, np.ndarray]) -> ListEntry:
+def _entry(
+    text: str, number: int, list_path: Path, root: Path | None, known_K: dict[Path, np.ndarray], allow_offcentre: bool
+) -> ListEntry:
     try:
         fields = split_line(text)
     except ValueError as err:
@@ -155,7 +159,7 @@ def _entry(text: str, number: int, list_path: Path, root: Path | None, known_K: 
         if paths[2] not in known_K:
             known_K[paths[2]] = read_intrinsics(paths[2])
         K = known_K[paths[2]]
-        problem = intrinsics_problem(K, size.width, size.height)
+        problem = intrinsics_problem(K, size.width, size.height, allow_offcentre)
         if problem:
             raise DataError(f"{paths[2]}: {problem} (image {paths[0]} is {size.width}x{size.height})")
     return ListEntry(number, paths[0], paths[1], K, size)

@@ -50,6 +50,8 @@ class GenericDatasetWithIntrinsics(Dataset):
         root: extra folder that relative list paths are resolved against first (named datasets' --data-root).
         eval_protocol: how this dataset is evaluated (named datasets declare theirs); None: the training range,
             no crop.
+        allow_offcentre_principal_point: accept K whose principal point lies far from the image centre (crops,
+            shifted lenses); by default such K is taken for K of an image of another size and refused.
 
     Samples are dicts: image (3, H, W) float32 ImageNet-normalized; depth (H, W) float32 metres (0 invalid);
     depth_valid (H, W) bool (ground truth inside [min_depth, max_depth]); image_valid (H, W) bool (False on zoom
@@ -76,19 +78,20 @@ class GenericDatasetWithIntrinsics(Dataset):
         teacher_cache: str | Path | None = None,
         root: str | Path | None = None,
         eval_protocol: EvalProtocol | None = None,
+        allow_offcentre_principal_point: bool = False,
     ) -> None:
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
         if size[0] % PATCH_SIZE or size[1] % PATCH_SIZE:
             raise ValueError(f"size {size} must be multiples of {PATCH_SIZE}")
         self.filelist_path = Path(filelist_path)
-        self.entries, problems = read_filelist(self.filelist_path, root)
+        self.entries, problems = read_filelist(self.filelist_path, root, allow_offcentre_principal_point)
         if problems and not skip_bad_samples:
             raise bad_lines(self.filelist_path, problems)
         self.skipped_lines: list[str] = []
         self.skip(problems)
         if not self.entries:
-            raise DataError(f"{self.filelist_path}: {'every line is bad (skipped)' if problems else EMPTY_LIST}")
+            raise DataError(f"{self.filelist_path}: {EMPTY_LIST}")
         self.mode, self.size = mode, tuple(size)
         self.depth_scale, self.min_depth, self.max_depth = depth_scale, min_depth, max_depth
         self.zoom_range, self.hflip, self.photometric = zoom_range, hflip, photometric
@@ -109,7 +112,7 @@ class GenericDatasetWithIntrinsics(Dataset):
 
     def skip(self, problems: list[str], indices: Collection[int] = ()) -> None:
         """Drop the entries at `indices` and record and log `problems`, one message per skipped list line
-        (--skip-bad-samples: the checks at start skip lines instead of stopping)."""
+        (--skip-bad-samples: the checks at start skip lines instead of stopping); DataError if none is left."""
         if not problems:
             return
         dropped = set(indices)
@@ -119,6 +122,8 @@ class GenericDatasetWithIntrinsics(Dataset):
             "skipping %d bad line(s) of %s (--skip-bad-samples):\n  %s", len(problems), self.filelist_path,
             "\n  ".join(problems),
         )  # fmt: skip
+        if not self.entries:
+            raise DataError(f"{self.filelist_path}: every line is bad (all {len(self.skipped_lines)} skipped)")
 
     def read_depth(self, index: int) -> np.ndarray:
         """(H, W) float32 depth in metres of one entry, 0 where invalid; DataError names the list line."""

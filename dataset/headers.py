@@ -37,11 +37,11 @@ def read_image_header(path: Path) -> ImageHeader:
         DataError: the file is empty, has the wrong header bytes for its suffix, or its header is truncated; the
             message is the problem alone (callers add the list line and the path).
     """
-    problem = check_image_header(path)
-    if problem:
-        raise DataError(problem)
     suffix = path.suffix.lower()
     with open(path, "rb") as f:
+        problem = check_image_header(path, f.read(8))
+        if problem:
+            raise DataError(problem)
         if suffix == ".png":
             width, height, _, _, orientation = _png_header(f)
             return _oriented(width, height, orientation)

@@ -72,13 +72,15 @@ def _reading(path: Path, what: str) -> Iterator[None]:
         raise DataError(f"{path}: cannot read {what} ({err})") from None
 
 
-def check_image_header(path: Path) -> str | None:
-    """Cheap check (8 bytes): None if the file starts like an image of its suffix, else the problem."""
+def check_image_header(path: Path, head: bytes | None = None) -> str | None:
+    """Cheap check (8 bytes, `head` when the caller read them): None if the file starts like an image of its
+    suffix, else the problem."""
     magic = _MAGIC.get(path.suffix.lower())
     if magic is None:
         return f"unsupported image type {path.suffix!r} (use one of {', '.join(IMAGE_SUFFIXES)})"
-    with open(path, "rb") as f:
-        head = f.read(8)
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(8)
     if not head:
         return "image file is empty"
     if not head.startswith(magic):

@@ -8,6 +8,7 @@ evaluation protocol. Any other NAME means `dataset/splits/NAME/{train,val}.txt`,
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def resolve_split(dataset: str, split: str, root: str | Path | None = None) -> P
 
     Named datasets: `root/splits/<split>.txt`, then `dataset/splits/<name>/<split>.txt`. Other names:
     `dataset/splits/<name>/<split>.txt`; folders: `FOLDER/splits/<split>.txt`, then `FOLDER/<split>.txt`.
-    A DataError lists every path tried and the command that writes the list.
+    A DataError lists every path tried and the command that writes the list, or says that `dataset` is neither a
+    folder nor a known name (with the closest ones).
     """
     if dataset in NAMED_DATASETS:
         candidates = [
@@ -42,12 +44,29 @@ def resolve_split(dataset: str, split: str, root: str | Path | None = None) -> P
     elif Path(dataset).is_dir():
         candidates = [Path(dataset) / "splits" / f"{split}.txt", Path(dataset) / f"{split}.txt"]
         how = f"python -m dataset.make_filelist --images DIR --depths DIR [--intrinsics DIR] --out {dataset}/splits"
-    else:
+    elif (SPLITS_DIR / dataset).is_dir():
         candidates = [SPLITS_DIR / dataset / f"{split}.txt"]
         how = (
             f"python -m dataset.make_filelist --images DIR --depths DIR [--intrinsics DIR] --out {candidates[0].parent}"
         )
+    else:
+        raise DataError(unknown_dataset(dataset))
     return first_existing_file(candidates, f"'{split}' split for dataset {dataset!r}", f"create it with `{how}`")
+
+
+def unknown_dataset(name: str) -> str:
+    """The message for a --dataset that is no folder and no dataset name, with the closest names and folders."""
+    known = sorted([*NAMED_DATASETS, *(p.name for p in SPLITS_DIR.iterdir() if p.is_dir())])
+    path = Path(name).expanduser()
+    parent = path.parent if path.parent.is_dir() else None
+    folders = [p for p in parent.iterdir() if (p / "splits").is_dir() or (p / "train.txt").is_file()] if parent else []
+    candidates = known + [str(folder) for folder in folders]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
+    return (
+        f"--dataset {name}: no such folder, and no dataset of that name ({guess}known names: {', '.join(known)}); "
+        "give a folder holding splits/train.txt and splits/val.txt, or a name under dataset/splits/"
+    )
 
 
 def build_dataset(

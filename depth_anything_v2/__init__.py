@@ -3,6 +3,7 @@
 from depth_anything_v2 import DepthAnythingV2, build_model_from_checkpoint
 model = build_model_from_checkpoint('checkpoints/depth_anything_v2_vits.pth')   # any format, see loading.py
 depth = model.infer_image(cv2.imread('photo.jpg'), input_size=518, intrinsics=K)
+model = DepthAnythingV2.from_pretrained('depth-anything/Depth-Anything-V2-Small-hf')  # hub names, folders (hub.py)
 """
 
 from .configs import IMAGENET_MEAN, IMAGENET_STD, INTERMEDIATE_LAYER_IDX, MODEL_CONFIGS, PATCH_SIZE

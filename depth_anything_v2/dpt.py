@@ -5,10 +5,14 @@ encoder. Key names and numerics are those of the official release.
     model = DepthAnythingV2(encoder='vitl', max_depth=20.0)
     model.load_state_dict(torch.load('checkpoints/depth_anything_v2_metric_hypersim_vitl.pth', weights_only=True))
     depth = model.infer_image(cv2.imread('image.jpg'), input_size=518)   # (H, W) metres
+
+    model = DepthAnythingV2.from_pretrained('depth-anything/Depth-Anything-V2-Metric-Hypersim-Large')  # the same
+    model.save_pretrained('my-model')    # a folder to share (transformers' format when it has no camera)
 """
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -22,6 +26,7 @@ from .configs import IMAGENET_MEAN, IMAGENET_STD, INTERMEDIATE_LAYER_IDX, MODEL_
 from .dinov2 import build_dinov2
 from .geometry import canonical_intrinsics, scale_intrinsics, validate_intrinsics
 from .preprocess import prepare_image
+from .pretrained import load_weights, read_checkpoint, resolve_model_config, write_model_folder
 
 
 class DPTHead(nn.Module):
@@ -168,6 +173,56 @@ class DepthAnythingV2(nn.Module):
             )
         self.register_buffer("image_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        max_depth: float | None = None,
+    ) -> DepthAnythingV2:
+        """A model with its weights, from any checkpoint: a .pth/.pt/.safetensors file, a folder of
+        `save_pretrained` or in transformers' format, or a Hugging Face hub name (`depth_anything_v2.hub`).
+
+        Encoder, metric range and camera settings come from the checkpoint or its config; a bare official file
+        gives the encoder by its weights and metric or relative by its name.
+
+        Args:
+            name_or_path: the checkpoint.
+            revision: branch, tag or commit of a hub repository (default: main).
+            cache_dir: hub cache folder (default: huggingface_hub's).
+            max_depth: metric range in metres, for a bare official metric file only (its name does not say it).
+
+        Returns:
+            The model in eval mode, on the CPU.
+
+        Raises:
+            CheckpointError: the checkpoint cannot be read or fetched, or does not say what is needed.
+        """
+        checkpoint = read_checkpoint(name_or_path, revision, cache_dir)
+        model = cls(**resolve_model_config(name_or_path, checkpoint, max_depth=max_depth))
+        load_weights(model, checkpoint)
+        return model.eval()
+
+    def save_pretrained(
+        self, folder: str | os.PathLike, training: dict | None = None, repo_id: str | None = None
+    ) -> str:
+        """Write the model to `folder` for sharing; `from_pretrained(folder)` reads it back exactly.
+
+        Without a camera encoder the folder is in transformers' format (`DepthAnythingForDepthEstimation` and
+        its depth-estimation pipeline load it); with one, in this repo's format. Both hold config.json,
+        model.safetensors and a model card, README.md (`pretrained.write_model_folder`).
+
+        Args:
+            folder: the folder (created if needed).
+            training: datasets, iterations and last evaluation metrics for the card (`model_card.model_card`).
+            repo_id: the hub name the card's load commands use (default: your-name/<folder name>).
+
+        Returns:
+            The format written: 'transformers' or 'depth_anything_v2_intrinsics'.
+        """
+        return write_model_folder(folder, self.config, self.state_dict(), training, repo_id)
 
     def set_grad_checkpointing(self, enabled: bool = True) -> None:
         """Recompute backbone block activations in the backward pass: less memory, about one more forward."""

@@ -65,17 +65,31 @@ def validate_intrinsics(K: object) -> str | None:
     return None
 
 
-def intrinsics_problem(K: object, width: int, height: int) -> str | None:
+OFFCENTRE_FLAG = "--allow-offcentre-principal-point"
+# Largest distance of the principal point from the image centre, as a fraction of the side, for K of a camera's own
+# image: real lenses sit within a few percent, a crop that keeps most of the frame within about 15 %. K of an image
+# 1.4x larger or 1.7x smaller than the one it is given for (cx about 1.4 * W / 2) lies beyond it.
+MAX_PRINCIPAL_OFFSET = 0.2
+# With OFFCENTRE_FLAG (crops, shifted lenses): up to a quarter of the side beyond an edge.
+CROP_PRINCIPAL_OFFSET = 0.75
+
+
+def intrinsics_problem(
+    K: object, width: int, height: int, allow_offcentre: bool = False, offcentre_fix: str = f"pass {OFFCENTRE_FLAG}"
+) -> str | None:
     """None if K is a plausible pinhole K for a width x height image, else what is wrong and the likely cause.
 
     On top of `validate_intrinsics`: no skew; a horizontal and vertical field of view between about 1 and 170
     degrees (fx, fy between 0.04 and 50 times the image side): K in millimetres (fx = 3.9 for a 640 px image) or
-    normalised by the image size (fx = 0.9) falls below; a principal point inside the image (up to a quarter of its
-    size beyond an edge, for crops); fx / fy within 1/2..2.
+    normalised by the image size (fx = 0.9) falls below; fx / fy within 1/2..2; a principal point at most
+    MAX_PRINCIPAL_OFFSET of the side from the image centre ((W - 1) / 2, (H - 1) / 2), which K of an image of another
+    size misses, or with `allow_offcentre` (a crop, a shifted lens) at most CROP_PRINCIPAL_OFFSET.
 
     Args:
         K: (3, 3) intrinsics in pixels of the image.
         width, height: the image's size in pixels.
+        allow_offcentre: accept a principal point far from the centre (up to a quarter of the side outside).
+        offcentre_fix: how the caller's user allows an off-centre principal point, ending that message.
     """
     problem = validate_intrinsics(K)
     if problem:
@@ -103,12 +117,31 @@ def intrinsics_problem(K: object, width: int, height: int) -> str | None:
             )
     if not 0.5 <= fx / fy <= 2:
         return f"fx={fx:g} and fy={fy:g} differ by more than 2x: swapped or of different images?"
+    return _principal_point_problem(cx, cy, width, height, allow_offcentre, offcentre_fix)
+
+
+def _principal_point_problem(
+    cx: float, cy: float, width: int, height: int, allow_offcentre: bool, offcentre_fix: str
+) -> str | None:
+    bound = CROP_PRINCIPAL_OFFSET if allow_offcentre else MAX_PRINCIPAL_OFFSET
     for name, c, side in (("cx", cx, width), ("cy", cy, height)):
-        if not -0.25 * side <= c <= 1.25 * side:
-            return (
-                f"{name}={c:g} lies far outside the image ({side} px across): is K for an image of another size "
-                f"(about {2 * cx + 1:.0f} x {2 * cy + 1:.0f} px if the principal point is central)?"
-            )
+        offset = abs(c - (side - 1) / 2) / side
+        if offset <= bound:
+            continue
+        if offset > CROP_PRINCIPAL_OFFSET:
+            where = f"lies far outside the image ({side} px across)"
+        elif offset > 0.5:
+            where = f"lies outside the image ({side} px across)"
+        else:
+            where = f"lies {offset:.0%} of the image's {side} px from its centre {(side - 1) / 2:g}"
+        guess = f"about {2 * cx + 1:.0f} x {2 * cy + 1:.0f} px if the principal point is central"
+        message = f"{name}={c:g} {where}: is K for an image of another size ({guess})?"
+        if allow_offcentre:
+            return f"{message} Even for a crop, at most {CROP_PRINCIPAL_OFFSET - 0.5:.0%} of the side beyond an edge"
+        return (
+            f"{message} The principal point of a camera's own image lies within {MAX_PRINCIPAL_OFFSET:.0%} of the "
+            f"side from its centre; if this K is right (a crop, a shifted lens), {offcentre_fix}"
+        )
     return None
 
 

@@ -119,22 +119,6 @@ def model_predictor(checkpoint: Path, device: torch.device, precision: str) -> P
     return predict
 
 
-def constant_predictor(depth: float) -> Predictor:
-    """A predictor that ignores the image: `depth` metres everywhere (the median-depth baseline)."""
-
-    def predict(image: Tensor, K: Tensor, has_K: Tensor) -> Tensor:
-        return torch.full((image.shape[0], *image.shape[-2:]), depth, device=image.device)
-
-    return predict
-
-
-def median_train_depth(list_path: Path) -> float:
-    """Median of every valid (> 0, finite) ground-truth depth of a list, metres."""
-    entries, _ = read_filelist(list_path)
-    values = np.concatenate([np.load(entry.depth).ravel() for entry in entries])
-    return float(np.median(values[np.isfinite(values) & (values > 0)]))
-
-
 def normalised_focal(K: np.ndarray, height: int, width: int) -> float:
     """fx in units of the image's short side (dimensionless)."""
     return float(K[0, 0]) / min(height, width)

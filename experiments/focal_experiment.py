@@ -17,7 +17,7 @@ guide's recipe). Per model and focal-ratio bin: abs_rel, d1, median(pred / true)
     python experiments/focal_experiment.py                  # --scale cpu: 3 seeds, A B C, 2 CPU cores
     python experiments/focal_experiment.py --scale gpu      # larger crops, more steps, all models and recipes
     python experiments/focal_experiment.py --scale smoke    # end-to-end check, numbers meaningless
-    python experiments/focal_experiment.py --real ../shared/data/real_rgbd   # also real frames (A and C)
+    python experiments/focal_experiment.py --real path/to/real_rgbd   # also real frames (A and C)
 
 train.py runs as a subprocess, `--jobs` at once with `--threads` torch threads each (cpu: 2 x 1, since small
 tensors gain little from a second thread and two threads per process stall when the other core is busy); runs
@@ -43,13 +43,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dataset import GenericDatasetWithIntrinsics  # noqa: E402
 from dataset.synthetic import write_synthetic_dataset  # noqa: E402
 from experiments.focal_eval import (  # noqa: E402
-    constant_predictor,
     evaluate_bins,
     evaluate_split,
     focal_bins,
-    median_train_depth,
     model_predictor,
     real_camera_lists,
     write_test_bins,
@@ -68,6 +67,7 @@ from experiments.focal_jobs import (  # noqa: E402
     run_jobs,
 )
 from experiments.focal_report import read_curve, write_outputs  # noqa: E402
+from util.baseline import ConstantDepth, median_depth  # noqa: E402
 
 TRAIN_HFOV = 60.0  # degrees, the one training camera
 TEST_HFOV = (25.0, 110.0)  # degrees, the test cameras
@@ -98,7 +98,8 @@ def evaluate_seed(jobs: list[Job], lists: list[Path], scale: Scale, args: argpar
         "device": device,
     }
     train_list = Path(args.work) / f"seed{seed}" / "train_data" / "splits" / "train.txt"
-    results = {"constant": evaluate_bins(constant_predictor(median_train_depth(train_list)), lists, **options)[0]}
+    train_median = median_depth(GenericDatasetWithIntrinsics(train_list, mode="val", size=(scale.crop, scale.crop)))
+    results = {"constant": evaluate_bins(ConstantDepth(train_median), lists, **options)[0]}
     predictors = {job.key: model_predictor(job.checkpoint, device, "bf16") for job in jobs}
     for key, predict in predictors.items():
         results[key], bin_examples = evaluate_bins(predict, lists, **options)

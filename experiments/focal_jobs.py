@@ -49,13 +49,15 @@ class Scale:
     jobs: int
     threads: int
     curve_points: int  # evaluations of A during training
+    teacher_check: bool = True  # C's teacher (A) judged before training; the smoke run's A is barely trained
 
 
 SCALES = {
     # The smallest end-to-end run (tests/test_experiment.py): every model, bin and output; numbers meaningless.
     "smoke": Scale(width=56, height=42, crop=42, n_train=16, n_val=4, per_bin=2, n_bins=7, bs=4, epochs_a=2,
                    epochs_cam=1, warmup_a=2, warmup_cam=1, seeds=(0,), models=("A", "B", "C", "D"),
-                   backbones=("trained",), device="cpu", workers=0, jobs=2, threads=1, curve_points=2),
+                   backbones=("trained",), device="cpu", workers=0, jobs=2, threads=1, curve_points=2,
+                   teacher_check=False),
     # The default, 2 CPU cores: A 1200 steps (the issue's working pilot), B and C 800 steps each, three seeds.
     "cpu": Scale(width=112, height=84, crop=70, n_train=320, n_val=16, per_bin=16, n_bins=7, bs=8, epochs_a=30,
                  epochs_cam=20, warmup_a=100, warmup_cam=50, seeds=(0, 1, 2), models=("A", "B", "C"),
@@ -95,6 +97,17 @@ class Job:
     def marker(self) -> Path:
         return self.save / "experiment_done.json"
 
+    @property
+    def started(self) -> Path:
+        """Beside the run folder (train.py --overwrite clears the folder): the command of the run last started there."""
+        return self.save.parent / f"{self.key}.started.json"
+
+    def resumable(self) -> bool:
+        """An unfinished run of the same command is in `save`: the experiment continues it from its latest.pth."""
+        if not (self.checkpoint.is_file() and self.started.is_file()):
+            return False
+        return json.loads(self.started.read_text()).get("command") == self.command[1:]
+
     def finished(self) -> bool:
         """A finished run of the same command is in `save` (a rerun of the experiment reuses it)."""
         if not self.marker.is_file():
@@ -118,6 +131,7 @@ def plan_seed(seed: int, scale: Scale, models: list[str], backbones: list[str], 
         freeze = "--no-freeze-dinov2" if backbone == "trained" else "--freeze-dinov2"
         for model in (m for m in models if m != "A"):
             teacher = ["--teacher-checkpoint", str(jobs[0].checkpoint)] if model == "C" else []
+            teacher += [] if scale.teacher_check or model != "C" else ["--no-teacher-check"]
             key = model_key(model, backbone)
             args = [*camera, freeze, *CAMERA_MODELS[model], *teacher]
             jobs.append(Job(seed, key, args, work / key, scale.epochs_cam * per_epoch, after="A"))
@@ -126,11 +140,13 @@ def plan_seed(seed: int, scale: Scale, models: list[str], backbones: list[str], 
 
 def run_jobs(jobs: list[Job], parallel: int, threads: int, cwd: Path) -> list[dict]:
     """Run the jobs, `parallel` at once, each in order of the list once its `after` job is done; a finished run
-    of the same command is reused. Stops the others and exits when one fails.
+    of the same command is reused, an unfinished one (a killed experiment) resumed from its latest.pth. Stops the
+    others and exits when one fails.
 
     Returns:
         one timing row per job: seed, model, wall_s, cpu_s (user + system time of the process), steps, start_s
-        (offset from the start of the call that ran it); a reused run's row is the one of its run, with reused.
+        (offset from the start of the call that ran it), resumed (its times cover only the part after the resume);
+        a reused run's row is the one of its run, with reused.
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     pending, running, done, timing, start = list(jobs), {}, set(), [], time.time()
@@ -142,26 +158,31 @@ def run_jobs(jobs: list[Job], parallel: int, threads: int, cwd: Path) -> list[di
                 done.add((job.seed, job.key))
                 timing.append({**json.loads(job.marker.read_text())["timing"], "reused": True})
             elif len(running) < parallel:
-                print("$ " + " ".join(shlex.quote(c) for c in job.command), flush=True)
-                log = open(job.save.parent / f"{job.key}.log", "w")
-                process = Popen([*job.command, "--overwrite"], cwd=cwd, stdout=log, stderr=STDOUT, env=env)
-                running[process.pid] = (job, process, log, time.time())
+                resuming = job.resumable()
+                start_flags = ["--resume", "auto"] if resuming else ["--overwrite"]
+                print("$ " + " ".join(shlex.quote(c) for c in [*job.command, *start_flags]), flush=True)
+                job.save.parent.mkdir(parents=True, exist_ok=True)
+                job.started.write_text(json.dumps({"command": job.command[1:]}))
+                log = open(job.save.parent / f"{job.key}.log", "a" if resuming else "w")
+                process = Popen([*job.command, *start_flags], cwd=cwd, stdout=log, stderr=STDOUT, env=env)
+                running[process.pid] = (job, process, log, time.time(), resuming)
                 pending.remove(job)
         pid, status, usage = os.wait4(-1, 0) if running else (0, 0, None)
         if pid not in running:
             continue
-        job, process, log, began = running.pop(pid)
+        job, process, log, began, resumed = running.pop(pid)
         log.close()
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode:
-            for _, other, _, _ in running.values():
+            for _, other, *_ in running.values():
                 other.terminate()
             raise SystemExit(
                 f"[seed {job.seed}] {job.key}: train.py failed (exit {process.returncode}), see {log.name}"
             )
         done.add((job.seed, job.key))
         timing.append({"seed": job.seed, "model": job.key, "steps": job.steps, "wall_s": time.time() - began,
-                       "cpu_s": usage.ru_utime + usage.ru_stime, "start_s": began - start})  # fmt: skip
+                       "cpu_s": usage.ru_utime + usage.ru_stime, "start_s": began - start,
+                       "resumed": resumed})  # fmt: skip
         job.marker.write_text(json.dumps({"command": job.command[1:], "timing": timing[-1]}))
         print(f"[seed {job.seed}] {job.key} done in {(time.time() - began) / 60:.1f} minutes", flush=True)
     return timing

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
+import sys
 from pathlib import Path
 
 import torch
 
 from dataset.io import DataError
 from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE
+from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
+from depth_anything_v2.pretrained import checkpoint_weights_file
 from inference.backends import (
     BACKENDS,
     CheckpointGraphs,
@@ -36,6 +40,28 @@ logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_SIZES = {"vits": "Small", "vitb": "Base", "vitl": "Large", "vitg": "Giant"}
+_NEGATIVE_NUMBERS = re.compile(r"-[\d.]")  # how fx,fy,cx,cy with a negative first number starts
+
+
+class InferenceParser(argparse.ArgumentParser):
+    """An ArgumentParser that takes `--intrinsics -500,500,320,240` as a flag and its value.
+
+    argparse reads a word that starts with '-' and is not a plain number as the next flag, so it would stop with
+    "expected one argument"; such a value (a '-' then a digit or '.') is joined to its flag, `--intrinsics=-500,...`,
+    and then refused or accepted by the checks of the value itself.
+    """
+
+    def parse_known_args(
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        joined = []
+        while words:
+            word = words.pop(0)
+            if word == "--intrinsics" and words and _NEGATIVE_NUMBERS.match(words[0]):
+                word = f"{word}={words.pop(0)}"
+            joined.append(word)
+        return super().parse_known_args(joined, namespace)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, export: bool = False) -> None:
@@ -44,8 +70,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, export: bool = False) -
     graph = "" if export else ", or an .onnx of export.py (with an ONNX --backend)"
     model.add_argument(
         "--load-from",
-        help=f"official .pth or one of our checkpoints{graph}; default: checkpoints/depth_anything_v2_<encoder>.pth, "
-        "as the official scripts",
+        help=f"official .pth, one of our checkpoints, a saved model folder, a Hugging Face hub name (e.g. "
+        f"depth-anything/Depth-Anything-V2-Small-hf, docs/HUB.md){graph}; default: "
+        "checkpoints/depth_anything_v2_<encoder>.pth, as the official scripts",
     )
     model.add_argument(
         "--encoder",
@@ -62,7 +89,7 @@ def inference_parser(
 ) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
     """The parser of run.py and run_video.py: groups model, input and output (`input_flag`, --outdir and the
     output flags), camera, runtime. Returns the parser and its input-and-output group, for a script's own flags."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = InferenceParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser)
     data = parser.add_argument_group("input and output")
     data.add_argument(input_flag, required=True, help=input_help)
@@ -87,7 +114,7 @@ def add_output_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def add_camera_arguments(parser: argparse.ArgumentParser) -> None:
-    """--intrinsics, --focal-length-x, --focal-length-y."""
+    """--intrinsics, --focal-length-x, --focal-length-y, --allow-offcentre-principal-point."""
     camera = parser.add_argument_group("camera")
     camera.add_argument(
         "--intrinsics",
@@ -99,6 +126,12 @@ def add_camera_arguments(parser: argparse.ArgumentParser) -> None:
         "--focal-length-x", type=float, help="fx in pixels of every input, principal point at its centre"
     )
     camera.add_argument("--focal-length-y", type=float, help="fy in pixels (default: --focal-length-x)")
+    camera.add_argument(
+        OFFCENTRE_FLAG,
+        action="store_true",
+        help="accept K whose principal point lies far from the image centre (a crop, a shifted lens); without it such "
+        "K is taken for K of an image of another size and refused (docs/DATA_CHECKS.md)",
+    )
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +188,8 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
             f"no --load-from, so the official checkpoint {name} is used, but it is not in "
             f"{' or '.join(str(c.parent.resolve()) for c in candidates)}. Download it from "
             f"https://huggingface.co/depth-anything/Depth-Anything-V2-{OFFICIAL_SIZES[encoder]} into checkpoints/ "
-            "(checkpoints/README.md lists every file), or pass --load-from CHECKPOINT"
+            "(checkpoints/README.md lists every file), or pass --load-from CHECKPOINT, or load it by name: "
+            f"--load-from depth-anything/Depth-Anything-V2-{OFFICIAL_SIZES[encoder]}"
         )
     return found
 
@@ -163,7 +197,10 @@ def checkpoint_path(args: argparse.Namespace) -> Path:
 def load_runner(args: argparse.Namespace) -> Runner:
     """Check the model and runtime flags and build the runner they ask for (DataError / CheckpointError if not)."""
     if args.input_size <= 0 or args.input_size % PATCH_SIZE:
-        raise DataError(f"--input-size must be a positive multiple of {PATCH_SIZE}, got {args.input_size}")
+        nearest = max(PATCH_SIZE, round(args.input_size / PATCH_SIZE) * PATCH_SIZE)
+        raise DataError(
+            f"--input-size must be a positive multiple of {PATCH_SIZE}, got {args.input_size} (try {nearest})"
+        )
     if args.batch_size < 1:
         raise DataError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.compile and args.backend != "torch":
@@ -197,16 +234,20 @@ def load_runner(args: argparse.Namespace) -> Runner:
         if args.compile:
             compile_frozen(model)  # in place, so that the runner's model(...) runs the compiled forward
         return TorchRunner(model, device, precision, kernels)
-    graphs = CheckpointGraphs(source, model, build, cache_folder(source, args.export_cache))
+    weights = checkpoint_weights_file(str(source))
+    beside = source if source.exists() else None  # exports of a hub model are not put into the hub's cache
+    graphs = CheckpointGraphs(weights, model, build, cache_folder(beside, args.export_cache))
     return OnnxRunner(args.backend, precision, ModelInfo.of(model), graphs)
 
 
-def start(args: argparse.Namespace, first: Path) -> tuple[CameraSource, Runner]:
-    """The camera and the runner of a run whose first input is `first`, after checking --outdir and a single K
-    against `first` (DataError, CheckpointError): everything that can fail before any inference."""
-    camera = CameraSource(args.intrinsics, args.focal_length_x, args.focal_length_y)
+def start(args: argparse.Namespace, inputs: list[Path]) -> tuple[CameraSource, Runner]:
+    """The camera and the runner of a run over `inputs`, after checking --outdir and K against every input's size
+    (DataError, CheckpointError): everything that can fail before any inference."""
+    camera = CameraSource(
+        args.intrinsics, args.focal_length_x, args.focal_length_y, args.allow_offcentre_principal_point
+    )
     check_writable_folder(args.outdir)
-    camera.bind(first)
+    camera.check_inputs(inputs)
     return camera, load_runner(args)
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from depth_anything_v2.geometry import canonical_intrinsics, intrinsics_problem, make_intrinsics
+from depth_anything_v2.geometry import OFFCENTRE_FLAG, canonical_intrinsics, intrinsics_problem, make_intrinsics
 
 UNKNOWN, PIXELS, FOV, EXIF = "unknown", "fx fy cx cy", "field of view", "EXIF"
 CAMERA_MODES = (UNKNOWN, PIXELS, FOV, EXIF)
+WEB_OFFCENTRE_FIX = f"run it with run.py {OFFCENTRE_FLAG}: this page takes principal points near the centre only"
 # Focal lengths of the "what does the camera do" runs, as multiples of the image's focal length.
 FOCAL_FACTORS = (0.5, 1.0, 2.0)
 
@@ -165,7 +166,7 @@ def camera_from_inputs(
         source = f"EXIF{' of ' + exif.camera if exif.camera else ''}: {how}"
     else:
         raise CameraInputError(f"unknown camera input {mode!r}; choose one of {', '.join(CAMERA_MODES)}")
-    problem = intrinsics_problem(K, width, height)
+    problem = intrinsics_problem(K, width, height, offcentre_fix=WEB_OFFCENTRE_FIX)
     if problem:
         raise CameraInputError(f"K does not fit this {width} x {height} px image: {problem}")
     return K, f"{source}: fx {K[0, 0]:.1f}, fy {K[1, 1]:.1f}, cx {K[0, 2]:.1f}, cy {K[1, 2]:.1f} px"

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dataset.headers import read_image_header
 from dataset.io import IMAGE_SUFFIXES, DataError, read_intrinsics
 from depth_anything_v2.geometry import intrinsics_problem, make_intrinsics, scale_intrinsics, validate_intrinsics
 
@@ -59,14 +60,18 @@ def list_inputs(spec: str, flag: str = "--img-path") -> tuple[Listed, Listed]:
 
 
 def frame_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) in pixels of an image or of a video's frames, or None if it cannot be read."""
+    """(width, height) in pixels of an image as decoded (from its header where it has one) or of a video's frames,
+    or None if it cannot be read."""
     if is_video(path):
         capture = cv2.VideoCapture(str(path))
         size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         capture.release()
         return size if min(size) > 0 else None
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if image is None else (image.shape[1], image.shape[0])
+    try:
+        header = read_image_header(path)
+    except (DataError, OSError):
+        return None
+    return header.width, header.height
 
 
 def check_writable_folder(path: str | Path, flag: str = "--outdir") -> None:
@@ -126,15 +131,19 @@ class CameraSource:
       scaled K; one of another aspect ratio (rotated, cropped) is refused: scaling cannot make K right for it.
 
     Every K is checked with `intrinsics_problem` against its input's size (units, normalisation, skew, principal
-    point far outside), and refused with the likely cause.
+    point far from the centre), and refused with the likely cause; `check_inputs` does it for every input at once,
+    before any work.
 
     Args:
         intrinsics: the --intrinsics value, or None.
         focal_x, focal_y: the --focal-length-x / -y values (pixels), or None.
+        allow_offcentre: accept a principal point far from the image centre (--allow-offcentre-principal-point).
     """
 
-    def __init__(self, intrinsics: str | None, focal_x: float | None, focal_y: float | None) -> None:
-        self.spec, self.focal = intrinsics, None
+    def __init__(
+        self, intrinsics: str | None, focal_x: float | None, focal_y: float | None, allow_offcentre: bool = False
+    ) -> None:
+        self.spec, self.focal, self.allow_offcentre = intrinsics, None, allow_offcentre
         self.folder = self.K = self.reference = None
         self.warned: set[tuple[int, int]] = set()
         if focal_y is not None and focal_x is None:
@@ -179,9 +188,34 @@ class CameraSource:
         if size is None:
             return
         self.reference = (first, size)
-        problem = intrinsics_problem(self.K, *size)
+        problem = intrinsics_problem(self.K, *size, self.allow_offcentre)
         if problem:
             raise DataError(f"{self.source}: {problem} (checked against {first}, {size[0]} x {size[1]} px)")
+
+    def check_inputs(self, inputs: list[Path]) -> None:
+        """Check K against the size of every input (image headers, video frame sizes) before any work.
+
+        Raises:
+            DataError: a single K that does not fit the first readable input; else one message naming every input
+                that its K does not fit (another aspect ratio, a missing or implausible K file). Inputs that
+                cannot be read are left to be reported as they are met.
+        """
+        if not self.given:
+            return
+        sized = [(path, size) for path in inputs if (size := frame_size(path)) is not None]
+        if sized:
+            self.bind(*sized[0])
+        problems = []
+        for path, (width, height) in sized:
+            try:
+                self(path, width, height)
+            except DataError as err:
+                problems.append(str(err))
+        if problems:
+            raise DataError(
+                f"{len(problems)} of the {len(inputs)} inputs have no K that fits them (nothing was written):\n  "
+                + "\n  ".join(problems)
+            )
 
     def __call__(self, path: Path, width: int, height: int) -> np.ndarray | None:
         """(3, 3) float64 K in pixels of `path`, a width x height image (or video frame), or None without a camera."""
@@ -198,7 +232,7 @@ class CameraSource:
             K, origin = read_intrinsics(found), str(found)
         else:
             K = self._scaled(path, width, height)
-        problem = intrinsics_problem(K, width, height)
+        problem = intrinsics_problem(K, width, height, self.allow_offcentre)
         if problem:
             raise DataError(f"{path}: K from {origin} does not fit this {width} x {height} px input: {problem}")
         return K

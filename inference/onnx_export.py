@@ -182,14 +182,15 @@ def compare_with_torch(path: Path, model: DepthAnythingV2, batch: int = 2, seed:
     return float(np.median(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-12)))
 
 
-def cache_folder(checkpoint: Path, cache_dir: str | None) -> Path:
+def cache_folder(checkpoint: Path | None, cache_dir: str | None) -> Path:
     """Where exports of `checkpoint` are cached: `cache_dir`, else onnx_cache/ beside the checkpoint, or
-    $XDG_CACHE_HOME/depth_anything_v2/onnx (~/.cache/...) when the checkpoint's folder cannot be written."""
+    $XDG_CACHE_HOME/depth_anything_v2/onnx (~/.cache/...) when the checkpoint's folder cannot be written or
+    `checkpoint` is None (a hub model)."""
     if cache_dir is not None:
         check_writable_folder(cache_dir, "--export-cache")
         return Path(cache_dir)
-    beside = checkpoint.resolve().parent / "onnx_cache"
-    if os.access(beside if beside.is_dir() else beside.parent, os.W_OK):
+    beside = checkpoint.resolve().parent / "onnx_cache" if checkpoint is not None else None
+    if beside is not None and os.access(beside if beside.is_dir() else beside.parent, os.W_OK):
         return beside
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "depth_anything_v2" / "onnx"
 

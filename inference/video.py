@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,11 +110,15 @@ def depth_video(path: Path, outdir: Path, runner: Runner, camera: CameraSource, 
     raw_dir = outdir / path.stem
     if options.save_numpy or options.save_png16:
         raw_dir.mkdir(parents=True, exist_ok=True)
-    colours, count = ColourRange(max_depth), 0
+    colours, count, started = ColourRange(max_depth), 0, time.monotonic()
     try:
         if not writer.isOpened():
             raise OSError(f"{out_path}: cannot be written (OpenCV has no {FOURCC} writer, or the folder is read-only)")
-        with tqdm(total=total if total > 0 else None, desc=path.name, unit="frame", dynamic_ncols=True) as bar:
+        # No bar when stderr is not a terminal (a log file, a pipe): a bar's carriage returns would share lines with log
+        # lines there; the summary line below says what was done.
+        bar_off = not sys.stderr.isatty()
+        with tqdm(total=total if total > 0 else None, desc=path.name, unit="frame", dynamic_ncols=True,
+                  disable=bar_off) as bar:  # fmt: skip
             while ok:
                 if frame.shape[:2] != (height, width):
                     raise DataError(f"{path}: frame {count} is {frame.shape[1]} x {frame.shape[0]} px, the first "
@@ -130,5 +136,7 @@ def depth_video(path: Path, outdir: Path, runner: Runner, camera: CameraSource, 
     finally:
         capture.release()
         writer.release()
-    logger.info("%s: %d frames at %.3g frames/s -> %s", path, count, fps, out_path)
+    seconds = time.monotonic() - started
+    logger.info("%s: %d frames (a %.3g frames/s video) in %.1f s, %.2f frames/s -> %s", path, count, fps, seconds,
+                count / max(seconds, 1e-9), out_path)  # fmt: skip
     return count

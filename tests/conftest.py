@@ -27,6 +27,8 @@ torch.set_num_threads(2)
 _KERNEL_CACHE = tempfile.mkdtemp(prefix="da2-test-kernels-")
 atexit.register(shutil.rmtree, _KERNEL_CACHE, ignore_errors=True)
 os.environ["DA2_KERNEL_CACHE"] = str(Path(_KERNEL_CACHE) / "kernels.json")
+# Nothing in the tests touches the network: hub names load from caches the tests build (tests/test_hub.py).
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def manifest(kind: str, encoder: str) -> dict:

@@ -40,6 +40,7 @@ def test_field_of_view_and_pixels_with_defaults():
         (PIXELS, {"fx": 4.0}, "is K in millimetres"),
         (PIXELS, {"fx": 0.9, "cx": 0.5, "cy": 0.5}, "look normalised by the image size"),
         (PIXELS, {"fx": 500.0, "cx": 1920.0}, "cx=1920 lies far outside the image"),
+        (PIXELS, {"fx": 500.0, "cx": 500.0}, "cx=500 lies 28% .*run it with run.py --allow-offcentre-principal-point"),
         (FOV, {"fov_deg": 180.0}, "between 0 and 180 degrees"),
         (EXIF, {}, "no focal length in its EXIF data"),
         ("fisheye", {}, "unknown camera input"),

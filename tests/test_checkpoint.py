@@ -134,3 +134,23 @@ def test_safetensors_is_read(tmp_path, vits_weights):
     model = DepthAnythingV2("vits")
     load_weights(model, tmp_path / "w.safetensors")
     assert_same_weights(model, vits_weights)
+
+
+@pytest.mark.parametrize("suffix, kind", [(".jpg", "a JPEG image"), (".png", "a PNG image")])
+def test_an_image_given_as_a_checkpoint_is_named_not_printed_as_bytes(tmp_path, suffix, kind):
+    import cv2
+    import numpy as np
+
+    photo = cv2.imencode(suffix, np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    for name in (f"photo{suffix}", "renamed.pth", "renamed.safetensors"):
+        (tmp_path / name).write_bytes(photo)
+        with pytest.raises(CheckpointError) as error:
+            read_checkpoint(tmp_path / name)
+        assert str(error.value) == f"{tmp_path / name}: not a checkpoint but {kind}; give the weights file (.pth, " \
+            ".pt or .safetensors)"  # fmt: skip
+
+
+def test_unknown_binary_is_shown_as_hex_bytes(tmp_path):
+    (tmp_path / "blob.pth").write_bytes(bytes([0, 1, 2, 250, 251, 252, 7, 8, 9]) * 4)
+    with pytest.raises(CheckpointError, match=r"it starts with bytes 00 01 02 fa fb fc 07 08, neither"):
+        read_checkpoint(tmp_path / "blob.pth")

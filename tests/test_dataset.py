@@ -132,8 +132,31 @@ def test_png_depth_with_scale(tmp_path):
 def test_dataset_names_and_folders_resolve(scenes, tmp_path):
     assert resolve_split(str(scenes), "train") == scenes / "splits" / "train.txt"
     assert len(build_dataset(str(scenes), "val", (70, 70))) == 2
-    with pytest.raises(DataError, match="no 'train' split for dataset 'no_such_dataset'.*dataset.make_filelist"):
+    with pytest.raises(DataError, match="--dataset no_such_dataset: no such folder, and no dataset of that name"):
         resolve_split("no_such_dataset", "train")
+
+
+def test_a_dataset_typo_says_no_such_folder_and_the_closest_names(scenes, tmp_path):
+    """Issue 27: a typo in --dataset said "no 'val' split" as if the folder existed."""
+    typo = str(scenes)[:-1] + "x"  # .../scenex
+    with pytest.raises(DataError, match=rf"--dataset {typo}: no such folder.*did you mean {scenes}\?"):
+        resolve_split(typo, "val")
+    with pytest.raises(DataError, match=r"--dataset hypersm: no such folder.*did you mean hypersim\?"):
+        resolve_split("hypersm", "val")
+
+
+def test_a_list_whose_every_line_is_bad_says_so_once_built_or_checked(scenes, tmp_path):
+    """Issue 26: the "every line is bad" refusal lives in one place, `skip`, for the cheap checks and the check."""
+    from dataset.check import check_dataset
+
+    image, depth = (scenes / p for p in (scenes / "splits" / "train.txt").read_text().split()[:2])
+    listed = write_list(tmp_path / "bad.txt", [f"{image} missing.npy", f"missing.png {depth}"])
+    with pytest.raises(DataError, match=r"bad.txt: every line is bad \(all 2 skipped\)"):
+        GenericDatasetWithIntrinsics(listed, skip_bad_samples=True)
+    np.save(tmp_path / "small.npy", np.ones((10, 10), np.float32))
+    listed = write_list(tmp_path / "sizes.txt", [f"{image} {tmp_path / 'small.npy'}"])
+    with pytest.raises(DataError, match=r"sizes.txt: every line is bad \(all 1 skipped\)"):
+        check_dataset(GenericDatasetWithIntrinsics(listed, skip_bad_samples=True))
 
 
 def test_names_under_the_splits_folder_and_lists_directly_in_a_folder(scenes, tmp_path, monkeypatch):

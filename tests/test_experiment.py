@@ -59,3 +59,17 @@ def test_smoke_setting_writes_every_model_bin_and_seed(tmp_path):
     assert again.stdout.count("reusing the finished run") == 4
     rerun = json.loads((tmp_path / "again" / "single_camera_smoke.json").read_text())
     assert rerun["seed_runs"]["0"]["results"]["C"]["all"] == results["C"]["all"]
+
+
+def test_a_killed_experiment_resumes_its_unfinished_run_of_the_same_command_only(tmp_path):
+    from experiments.focal_jobs import Job
+
+    job = Job(seed=0, key="A", args=["--epochs", "3"], save=tmp_path / "A", steps=30)
+    assert not job.resumable()  # nothing there yet
+    job.save.mkdir()
+    job.checkpoint.write_bytes(b"checkpoint")
+    assert not job.resumable()  # a latest.pth of unknown origin is started again, never continued
+    job.started.write_text(json.dumps({"command": job.command[1:]}))
+    assert job.resumable()
+    other = Job(seed=0, key="A", args=["--epochs", "4"], save=tmp_path / "A", steps=40)
+    assert not other.resumable()  # another command: started again with --overwrite

@@ -38,3 +38,30 @@ def test_plausible_intrinsics_pass(K, width, height):
 def test_the_usual_mistakes_are_named(K, message):
     problem = intrinsics_problem(K, 640, 480)
     assert problem is not None and re.search(message, problem), problem
+
+
+@pytest.mark.parametrize(
+    "K, message",
+    [
+        (make_intrinsics(1037.7, 1038.9, 651.7, 508.0), "cx=651.7 lies outside the image (640 px across)"),  # NYU 2x
+        (make_intrinsics(778.3, 779.2, 488.6, 380.9), "cx=488.6 lies 26% of the image's 640 px from its centre"),
+        (make_intrinsics(259.4, 259.7, 162.5, 126.6), "cx=162.5 lies 25% of the image's 640 px from its centre"),
+    ],
+)
+def test_K_of_an_image_of_another_size_is_refused_unless_allowed(K, message):
+    """Issue 27: K of the 2x (or 1.5x, or half) image passed, because 1.25x the side was allowed for crops."""
+    problem = intrinsics_problem(K, 640, 480)
+    assert problem is not None and message in problem, problem
+    assert "is K for an image of another size" in problem and "pass --allow-offcentre-principal-point" in problem
+    assert intrinsics_problem(K, 640, 480, allow_offcentre=True) is None
+    assert "use the web page" in intrinsics_problem(K, 640, 480, offcentre_fix="use the web page")
+
+
+def test_the_offcentre_bound_and_what_the_flag_still_refuses():
+    assert intrinsics_problem(make_intrinsics(500, 500, 319.5 + 0.2 * 640, 239.5 - 0.2 * 480), 640, 480) is None
+    assert intrinsics_problem(make_intrinsics(500, 500, 319.5 + 0.21 * 640, 239.5), 640, 480) is not None
+    crop = make_intrinsics(721.5, 721.5, 609.6, -30.0)  # KITTI, the top 200 rows cut off: cy above the image
+    assert "cy=-30 lies outside the image" in intrinsics_problem(crop, 1242, 175)
+    assert intrinsics_problem(crop, 1242, 175, allow_offcentre=True) is None
+    problem = intrinsics_problem(make_intrinsics(500, 500, 900.0, 239.5), 640, 480, allow_offcentre=True)
+    assert "cx=900 lies far outside the image" in problem and "Even for a crop, at most 25%" in problem

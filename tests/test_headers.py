@@ -79,3 +79,16 @@ def test_size_mismatch_names_both_sizes_and_exif_when_swapped(tmp_path):
     swapped = size_mismatch(tmp_path / "d.npy", (50, 30), tmp_path / "i.jpg", (30, 50), 6)
     assert "depth is 30x50 but image" in swapped and "EXIF orientation 6 turns it a quarter turn" in swapped
     assert "EXIF orientation tag" in size_mismatch(tmp_path / "d.npy", (50, 30), tmp_path / "i.jpg", (30, 50), None)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
+def test_an_image_header_is_read_opening_the_file_once(tmp_path, suffix, monkeypatch):
+    """Issue 26: the header check and the size were read from two opens of each image."""
+    import builtins
+
+    path = tmp_path / f"i{suffix}"
+    cv2.imwrite(str(path), RGB)
+    opened, real_open = [], builtins.open
+    monkeypatch.setattr(builtins, "open", lambda file, *a, **k: opened.append(file) or real_open(file, *a, **k))
+    assert read_image_header(path) == ImageHeader(50, 30, 1)
+    assert opened == [path]

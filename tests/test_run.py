@@ -183,14 +183,16 @@ def test_bad_image_among_good_ones_is_reported_and_the_rest_written(models, imag
     assert f"(listed in {listing} line 5)" in err
 
 
-def test_folder_intrinsics_missing_for_one_image(models, images, tmp_path, capsys):
+def test_folder_intrinsics_missing_for_one_image_is_refused_before_any_work(models, images, tmp_path, capsys):
     ckpt, _ = models["metric"]
     (tmp_path / "Ks").mkdir()
     np.save(tmp_path / "Ks" / "a.npy", make_intrinsics(150.0, 150.0, 64.0, 48.0))
     argv = ["--load-from", ckpt, "--img-path", images, "--outdir", tmp_path / "o", "--intrinsics", tmp_path / "Ks"]
-    assert run(*argv) == 1
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png"]
-    assert f"{images / 'b.jpg'}: no intrinsics file {tmp_path / 'Ks' / 'b'}.npy" in capsys.readouterr().err
+    assert run(*argv) == 2
+    assert not (tmp_path / "o").exists()
+    err = capsys.readouterr().err
+    assert "1 of the 2 inputs have no K that fits them (nothing was written)" in err
+    assert f"{images / 'b.jpg'}: no intrinsics file {tmp_path / 'Ks' / 'b'}.npy" in err
 
 
 def test_bf16_and_compiled_runs_write_the_same_depth_closely(models, images, tmp_path, monkeypatch):
@@ -235,7 +237,7 @@ def test_refused_at_start(models, images, tmp_path, capsys):
         assert run(*base, *argv) == 2, argv
         assert message in capsys.readouterr().err, argv
     assert main(get_args_parser().parse_args(["--load-from", str(metric), *map(str, base), "--input-size", "50"])) == 2
-    assert "multiple of 14" in capsys.readouterr().err
+    assert "multiple of 14, got 50 (try 56)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -269,6 +271,9 @@ def test_command_line_entry_point(models, images, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "camera-aware model; intrinsics go into the camera encoder" in result.stderr
     assert (tmp_path / "b.png").is_file() and len(read_ply(tmp_path / "b.ply")[0]) == 84 * 112
+    # Piped, not a terminal: no progress bar redrawn with carriage returns, so no log line shares a line with one.
+    assert "\r" not in result.stderr
+    assert all(line.startswith(("INFO ", "WARNING ")) for line in result.stderr.splitlines()), result.stderr
 
 
 def test_official_command_loads_the_default_checkpoint(models, images, tmp_path):
@@ -319,6 +324,7 @@ def test_implausible_intrinsics_are_refused_naming_the_cause(models, images, tmp
         ("3.9,3.9,64,48", "fx=3.9 px is implausibly small for an image 128 px across"),
         ("0.9,0.9,0.5,0.5", "look normalised by the image size; K must be in pixels"),
         ("1000,1000,3000,3000", "cx=3000 lies far outside the image (128 px across): is K for an image of another"),
+        ("150,150,127.5,95.5", "cx=127.5 lies 50% of the image's 128 px from its centre 63.5: is K for an image of"),
         (tmp_path / "skew.txt", "K has skew or shear terms (5, 0)"),
     ]
     for spec, message in cases:
@@ -326,14 +332,15 @@ def test_implausible_intrinsics_are_refused_naming_the_cause(models, images, tmp
         err = capsys.readouterr().err
         assert f"--intrinsics {spec}" in err and message in err and f"checked against {images / 'a.png'}" in err
     assert not (tmp_path / "o").exists()
-    # One K of a folder in millimetres: that image fails, naming its K file; the others are written.
+    # One K of a folder in millimetres: refused before any work, naming its K file.
     (tmp_path / "Ks").mkdir()
     np.save(tmp_path / "Ks" / "a.npy", make_intrinsics(150.0, 150.0, 64.0, 48.0))
     np.save(tmp_path / "Ks" / "b.npy", make_intrinsics(4.2, 4.2, 2.8, 2.1))
     assert (
-        run("--load-from", ckpt, "--img-path", images, "--outdir", tmp_path / "k", "--intrinsics", tmp_path / "Ks") == 1
+        run("--load-from", ckpt, "--img-path", images, "--outdir", tmp_path / "k", "--intrinsics", tmp_path / "Ks") == 2
     )
     assert f"K from {tmp_path / 'Ks' / 'b.npy'} does not fit this 112 x 84 px input" in capsys.readouterr().err
+    assert not (tmp_path / "k").exists()
 
 
 def test_one_K_for_images_of_other_sizes_is_scaled_with_a_warning(models, images, tmp_path, caplog, capsys):
@@ -345,13 +352,17 @@ def test_one_K_for_images_of_other_sizes_is_scaled_with_a_warning(models, images
     cv2.imwrite(str(folder / "c_half.png"), cv2.resize(a, (64, 48), interpolation=cv2.INTER_AREA))
     cv2.imwrite(str(folder / "d_rotated.png"), cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE))
     argv = ["--load-from", ckpt, "--img-path", folder, "--save-numpy", "--intrinsics", "150,150,63.5,47.5"]
-    assert run(*argv, "--outdir", tmp_path / "o") == 1
-    assert "c_half.png: 64 x 48 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px" in caplog.text
-    assert "K scaled by 0.5 x 0.5 to fx 75.0, fy 75.0, cx 31.5, cy 23.5 px" in caplog.text
+    assert run(*argv, "--outdir", tmp_path / "o") == 2  # the rotated image stops the run before any output
+    assert not (tmp_path / "o").exists()
     err = capsys.readouterr().err
+    assert "1 of the 3 inputs have no K that fits them (nothing was written)" in err
     assert "d_rotated.png: 96 x 128 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px images" in err
     assert "of another aspect ratio (rotated by 90 degrees" in err
     assert "(rotated by 90 degrees: EXIF orientation?)" in err and "--intrinsics FOLDER" in err
+    (folder / "d_rotated.png").unlink()
+    assert run(*argv, "--outdir", tmp_path / "o") == 0
+    assert "c_half.png: 64 x 48 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px" in caplog.text
+    assert "K scaled by 0.5 x 0.5 to fx 75.0, fy 75.0, cx 31.5, cy 23.5 px" in caplog.text
     argv = ["--load-from", ckpt, "--img-path", folder / "c_half.png", "--outdir", tmp_path / "c", "--save-numpy"]
     assert run(*argv, "--intrinsics", "75,75,31.5,23.5") == 0
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "c_half.npy"), np.load(tmp_path / "c" / "c_half.npy"))
@@ -404,3 +415,44 @@ def test_png16_round_trip(models, images, tmp_path):
     write_png16(tmp_path / "edge", depth, metric=True)
     stored = cv2.imread(str(tmp_path / "edge.depth16.png"), -1)
     np.testing.assert_array_equal(stored, [[0, 0, 0, 1], [65535, 0, 1234, 65535]])
+
+
+def test_K_that_fits_some_inputs_only_is_refused_naming_each_before_the_model_is_read(images, tmp_path, capsys):
+    """Issue 26: one K over photos of several aspect ratios stopped at the first misfit after writing the others."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    a = cv2.imread(str(images / "a.png"))
+    cv2.imwrite(str(folder / "a.png"), a)
+    cv2.imwrite(str(folder / "b_wide.png"), cv2.resize(a, (128, 48)))
+    cv2.imwrite(str(folder / "c_tall.jpg"), cv2.resize(a, (48, 96)))
+    cv2.imwrite(str(folder / "d_half.png"), cv2.resize(a, (64, 48)))
+    missing = tmp_path / "missing.pth"  # K is checked first: the checkpoint is never read
+    argv = ["--load-from", missing, "--img-path", folder, "--outdir", tmp_path / "o"]
+    assert run(*argv, "--intrinsics", "150,150,63.5,47.5") == 2
+    err = capsys.readouterr().err
+    assert "2 of the 4 inputs have no K that fits them (nothing was written)" in err
+    assert f"{folder / 'b_wide.png'}: 128 x 48 px, but --intrinsics 150,150,63.5,47.5 is for 128 x 96 px" in err
+    assert f"{folder / 'c_tall.jpg'}: 48 x 96 px" in err and "d_half" not in err and "checkpoint" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_K_of_a_smaller_photo_is_refused_unless_the_offcentre_flag_is_given(images, tmp_path, capsys):
+    """Issue 27: K made for a 40 x 30 px copy given for the 128 x 96 px photo (cx 19.5 of 128) passed."""
+    missing = tmp_path / "missing.pth"
+    argv = ["--load-from", missing, "--img-path", images / "a.png", "--outdir", tmp_path / "o"]
+    assert run(*argv, "--intrinsics", "40,40,19.5,14.5") == 2
+    err = capsys.readouterr().err
+    assert "cx=19.5 lies 34% of the image's 128 px from its centre 63.5: is K for an image of another size" in err
+    assert "if this K is right (a crop, a shifted lens), pass --allow-offcentre-principal-point" in err
+    assert run(*argv, "--intrinsics", "40,40,19.5,14.5", "--allow-offcentre-principal-point") == 2
+    assert "checkpoint file not found" in capsys.readouterr().err  # K accepted: the run went on to the model
+
+
+def test_intrinsics_starting_with_a_minus_are_a_value_and_input_size_gets_a_suggestion(images, tmp_path, capsys):
+    args = get_args_parser().parse_args(["--img-path", "x", "--intrinsics", "-500,500,63,47", "--save-numpy"])
+    assert args.intrinsics == "-500,500,63,47" and args.save_numpy
+    argv = ["--load-from", tmp_path / "none.pth", "--img-path", images, "--outdir", tmp_path / "o"]
+    assert run(*argv, "--intrinsics", "-500,500,63,47") == 2
+    assert "--intrinsics '-500,500,63,47': focal lengths must be positive, got fx=-500" in capsys.readouterr().err
+    assert main(get_args_parser().parse_args([*map(str, argv), "--input-size", "100"])) == 2
+    assert "--input-size must be a positive multiple of 14, got 100 (try 98)" in capsys.readouterr().err

@@ -42,8 +42,10 @@ def tensorboard_tags(save_path: Path) -> set[str]:
 
 def test_camera_distillation_run_writes_everything_and_resumes(data, tmp_path):
     save_path = tmp_path / "run"
-    camera = ["--use-camera-intrinsics", "--use-distillation", "--teacher-checkpoint", str(data / "teacher.pth")]
-    train.main(train.get_args_parser().parse_args(base_args(data, save_path, "--epochs", "2", *camera)))
+    camera = ["--use-camera-intrinsics", "--use-distillation", "--no-teacher-check", "--teacher-checkpoint",
+              str(data / "teacher.pth")]  # fmt: skip
+    train.main(train.get_args_parser().parse_args(base_args(data, save_path, "--epochs", "3", "--max-steps", "6",
+                                                            *camera)))  # fmt: skip
 
     ckpt = read_checkpoint(save_path / "latest.pth")
     expected = {
@@ -177,7 +179,7 @@ def test_cached_teacher_targets_equal_fresh_ones(data, tmp_path):
 
 def test_training_with_a_cached_teacher(data, tmp_path):
     save_path = tmp_path / "cached"
-    extra = ["--epochs", "1", "--use-camera-intrinsics", "--use-distillation", "--cache-teacher",
+    extra = ["--epochs", "1", "--use-camera-intrinsics", "--use-distillation", "--cache-teacher", "--no-teacher-check",
              "--teacher-checkpoint", str(data / "teacher.pth")]  # fmt: skip
     train.main(train.get_args_parser().parse_args(base_args(data, save_path, *extra)))
     assert len(list((save_path / "teacher_cache").glob("*/*.npy"))) == 6
@@ -193,8 +195,8 @@ def test_each_evaluation_writes_validation_panels_to_tensorboard(data, tmp_path)
     (events,) = save_path.glob("events.out.tfevents.*")
     accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
     accumulator.Reload()
-    assert sorted(accumulator.Tags()["images"]) == ["eval/images/0", "eval/images/1", "eval/images/2"]
-    shots = accumulator.Images("eval/images/0")
+    assert sorted(accumulator.Tags()["images"]) == [f"eval/images/scenes/{i}" for i in range(3)]
+    shots = accumulator.Images("eval/images/scenes/0")
     assert [s.step for s in shots] == [3, 6]  # one per evaluation, at its global iteration
     # image | prediction | truth | error, each 112 x 84 (the ground truth's size), 4 px gaps
     assert (shots[0].width, shots[0].height) == (4 * 112 + 3 * 4, 84)

@@ -12,7 +12,6 @@ import argparse
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -26,9 +25,9 @@ from depth_anything_v2.loading import (
 )
 
 from .dist import DistInfo, barrier
-from .loss import distillation_loss, silog_loss
-from .precision import teacher_uses_bf16
+from .loss import distillation_per_image, silog_per_image
 from .teacher_cache import cache_teacher_predictions
+from .teacher_check import judge_teacher, teacher_problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +42,14 @@ class FrozenTeacher(nn.Module):
     Args:
         checkpoint: official or our checkpoint (a camera encoder in it is ignored).
         device: where the student runs.
-        encoder, max_depth: for official checkpoints (ours carry their config; its metric range does not matter,
-            the distillation loss is scale-invariant).
+        encoder, max_depth: for official checkpoints only (ours carry their config, and a value that conflicts with
+            it is refused); the metric range does not matter, the distillation loss is scale-invariant.
         bf16: run the teacher under bf16 autocast (its outputs are returned in fp32).
+        obj: the checkpoint already read from `checkpoint` (it is not read again).
 
-    Attribute `kind`: 'metric' when our config or the official file name says so, None when unknown (then
-    `check_teacher_predicts_depth` should look at its output). A relative (disparity) teacher is refused: its
-    output rises where depth falls, so it would teach inverted structure.
+    Attribute `kind`: 'metric' when our config or the official file name says so, None when unknown. A relative
+    (disparity) teacher is refused: its output rises where depth falls, so it would teach inverted structure.
+    Whatever the kind, `build_teacher` judges the teacher's output before training (`util.teacher_check`).
     """
 
     def __init__(
@@ -59,9 +59,10 @@ class FrozenTeacher(nn.Module):
         encoder: str | None = None,
         max_depth: float | None = None,
         bf16: bool = False,
+        obj: dict | None = None,
     ) -> None:
         super().__init__()
-        obj = read_checkpoint(checkpoint)
+        obj = read_checkpoint(checkpoint) if obj is None else obj
         self.kind = checkpoint_kind(checkpoint, obj)
         if self.kind == "relative":
             raise TeacherError(
@@ -69,8 +70,6 @@ class FrozenTeacher(nn.Module):
                 "would teach inverted structure; use a metric teacher such as "
                 "depth_anything_v2_metric_hypersim_<encoder>.pth (indoor) or ..._metric_vkitti_<encoder>.pth"
             )
-        if checkpoint_config(obj) is not None:
-            max_depth = None
         self.model = build_model_from_checkpoint(checkpoint, device, encoder=encoder, max_depth=max_depth, obj=obj)
         if self.model.cam_encoder is not None:
             self.model.cam_encoder = None
@@ -98,40 +97,6 @@ class FrozenTeacher(nn.Module):
         )
 
 
-def rank_correlation(a: Tensor, b: Tensor) -> float:
-    """Spearman's rank correlation of two 1-D tensors (ties broken by order)."""
-    ranks = [
-        torch.empty_like(x, dtype=torch.float64).scatter_(0, x.argsort(), torch.arange(len(x), dtype=torch.float64))
-        for x in (a, b)
-    ]
-    ra, rb = (r - r.mean() for r in ranks)
-    return float((ra * rb).sum() / ((ra.square().sum() * rb.square().sum()).sqrt() + 1e-12))
-
-
-@torch.inference_mode()
-def check_teacher_predicts_depth(
-    teacher: FrozenTeacher, dataset, images: int = 4, device: torch.device | None = None
-) -> float:
-    """For a teacher of unknown kind: the rank correlation of its output with the ground truth of a few validation
-    images; TeacherError when it is clearly negative (a relative model's disparity). Returns the correlation."""
-    teacher_out, truth = [], []
-    for index in range(min(images, len(dataset))):
-        sample = dataset[index]
-        pred = teacher(sample["image"][None].to(device or "cpu"))[0].cpu()
-        gt = sample["depth"]
-        pred = F.interpolate(pred[None, None], gt.shape, mode="bilinear", align_corners=True)[0, 0]
-        teacher_out.append(pred[sample["depth_valid"]])
-        truth.append(gt[sample["depth_valid"]])
-    rho = rank_correlation(torch.cat(teacher_out), torch.cat(truth)) if teacher_out else 0.0
-    if rho < -0.2:
-        raise TeacherError(
-            f"{teacher.checkpoint}: its output falls where the ground truth depth rises (rank correlation {rho:+.2f} "
-            f"on {len(teacher_out)} validation images): it predicts disparity, so it is a relative model; use a "
-            "metric teacher"
-        )
-    return rho
-
-
 def student_loss(
     pred: Tensor,
     batch: dict[str, Tensor],
@@ -139,8 +104,11 @@ def student_loss(
     max_depth: float,
     teacher_depth: Tensor | None = None,
     distill_weight: float = 1.0,
+    images_in_step: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Total loss and its logged terms.
+    """Total loss and its logged terms: each term is a sum of per-image losses divided by the number of images of
+    the optimizer step, so the micro-batches of an accumulated step add up to the loss of the whole step's batch
+    exactly (an image without usable pixels adds 0 and still counts).
 
     Args:
         pred: (B, H, W) student depth in metres.
@@ -148,53 +116,71 @@ def student_loss(
         min_depth, max_depth: ground-truth pixels outside [min_depth, max_depth] m are ignored.
         teacher_depth: (B, H, W) teacher depth, or None without distillation.
         distill_weight: weight of the scale-invariant distillation term.
+        images_in_step: images of the whole optimizer step (--bs x --accum-iter); default B.
 
     Returns:
         (loss, {'loss_gt': ..., 'loss_distill': ...}), the terms detached.
     """
+    images = images_in_step or pred.shape[0]
     gt = batch["depth"]
     valid = batch["depth_valid"] & (gt >= min_depth) & (gt <= max_depth)
-    loss_gt = silog_loss(pred, gt, valid)
+    loss_gt = silog_per_image(pred, gt, valid)[0].sum() / images
     terms = {"loss_gt": loss_gt.detach()}
     loss = loss_gt
     if teacher_depth is not None:
-        loss_distill = distillation_loss(pred, teacher_depth, batch["image_valid"])
+        loss_distill = distillation_per_image(pred, teacher_depth, batch["image_valid"])[0].sum() / images
         terms["loss_distill"] = loss_distill.detach()
         loss = loss + distill_weight * loss_distill
     return loss, terms
 
 
-def build_teacher(
-    args: argparse.Namespace, info: DistInfo, train_set: GenericDatasetWithIntrinsics, val_set: Dataset
-) -> FrozenTeacher | None:
-    """The frozen teacher of --use-distillation, checked to predict depth; with --cache-teacher its predictions are
-    written first."""
+def build_teacher(args: argparse.Namespace, info: DistInfo, val_set: Dataset) -> FrozenTeacher | None:
+    """The frozen teacher of --use-distillation, judged on a few validation images (`util.teacher_check`) and
+    refused when it would teach nothing, unless --no-teacher-check. Built under a forked RNG, so the student's
+    initialisation does not depend on whether there is a teacher."""
     if not args.use_distillation:
         return None
     try:
-        teacher = FrozenTeacher(
-            args.teacher_checkpoint,
-            info.device,
-            encoder=args.teacher_encoder,
-            max_depth=args.max_depth,
-            bf16=teacher_uses_bf16(args.teacher_precision, args.precision, info.device),
-        )
-        if teacher.kind is None:
-            rho = check_teacher_predicts_depth(teacher, val_set, device=info.device)
-            logger.info("teacher output vs ground truth: rank correlation %+.2f (positive: it predicts depth)", rho)
+        obj = read_checkpoint(args.teacher_checkpoint)
+        with torch.random.fork_rng(devices=[]):
+            teacher = FrozenTeacher(
+                args.teacher_checkpoint,
+                info.device,
+                encoder=args.teacher_encoder,
+                max_depth=args.max_depth if checkpoint_config(obj) is None else None,
+                bf16=args.teacher_precision == "bf16",
+                obj=obj,
+            )
     except (CheckpointError, TeacherError) as err:
         raise SystemExit(f"--teacher-checkpoint: {err}") from None
     logger.info("%s", teacher.describe())
-    if train_set.teacher_cache is not None:
-        try:
-            computed, reused, skipped = cache_teacher_predictions(
-                teacher, train_set, args.img_size, info.rank, info.world_size
-            )
-        except DataError as err:
-            raise SystemExit(f"teacher cache: {err} (add --skip-bad-samples to skip such images)") from None
-        barrier()
-        logger.info(
-            "teacher predictions cached in %s: %d computed, %d reused, %d skipped by this process",
-            train_set.teacher_cache, computed, reused, len(skipped),
-        )  # fmt: skip
+    judgement = judge_teacher(teacher, val_set, teacher.model.max_depth, info.device)
+    problem = teacher_problem(judgement)
+    if problem is None:
+        logger.info("teacher judged: %s", judgement.describe())
+    elif args.teacher_check:
+        raise SystemExit(
+            f"--teacher-checkpoint {args.teacher_checkpoint}: {problem} ({judgement.describe()}). Use a teacher "
+            "that predicts the depth of such scenes, or --no-teacher-check to distil from it anyway"
+        )
+    else:
+        logger.warning("--no-teacher-check: distilling from a teacher that would be refused: %s (%s)", problem,
+                       judgement.describe())  # fmt: skip
     return teacher
+
+
+def fill_teacher_cache(
+    teacher: FrozenTeacher, train_set: GenericDatasetWithIntrinsics, args: argparse.Namespace, info: DistInfo
+) -> None:
+    """With --cache-teacher: the teacher's predictions of every training image, written before training."""
+    try:
+        computed, reused, skipped = cache_teacher_predictions(
+            teacher, train_set, args.img_size, info.rank, info.world_size
+        )
+    except DataError as err:
+        raise SystemExit(f"teacher cache: {err} (add --skip-bad-samples to skip such images)") from None
+    barrier()
+    logger.info(
+        "teacher predictions cached in %s: %d computed, %d reused, %d skipped by this process",
+        train_set.teacher_cache, computed, reused, len(skipped),
+    )  # fmt: skip

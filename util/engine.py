@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from dataset.protocol import EvalProtocol, eval_crop_mask
 from depth_anything_v2.configs import IMAGENET_MEAN, IMAGENET_STD
 
-from .checkpoint import TrainState, update_best
+from .checkpoint import TrainState
 from .dist import DistInfo, all_reduce_sum
 from .distill import student_loss
 from .logger import AverageMeter, MetricsWriter
@@ -127,12 +127,14 @@ def forward_backward(
     info: DistInfo,
     scaler: torch.amp.GradScaler | None,
     sync: bool,
-) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """Loss of one micro-batch and its backward, scaled by 1 / accum_iter so that the accumulated gradient is that
-    of the whole step's batch. Without `sync`, DDP skips its gradient all-reduce (`no_sync`).
+    images_in_step: int,
+) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor | None]:
+    """Loss of one micro-batch and its backward. The loss sums per-image terms over `images_in_step` (the images
+    of all the step's micro-batches), so the accumulated gradient is that of the whole step's batch, exactly up to
+    rounding (`student_loss`). Without `sync`, DDP skips its gradient all-reduce (`no_sync`).
 
     Returns:
-        (loss, loss terms, prediction), detached; the loss is the micro-batch's own (unscaled).
+        (loss, loss terms, prediction, teacher depth or None), detached; the micro-batch's share of the step's loss.
     """
     with model.no_sync() if info.distributed and not sync else nullcontext():
         with autocast_context(info.device, args.precision):
@@ -141,12 +143,12 @@ def forward_backward(
             teacher_depth = batch.get("teacher_depth")
             if teacher_depth is None and teacher is not None:
                 teacher_depth = teacher(batch["image"])
+        # Each sample's depth_valid already holds its own dataset's range (a mixture's datasets differ).
         loss, terms = student_loss(
-            pred.float(), batch, args.min_depth, args.max_depth, teacher_depth, args.distill_weight
+            pred.float(), batch, 0.0, math.inf, teacher_depth, args.distill_weight, images_in_step
         )
-        scaled = loss / args.accum_iter
-        (scaler.scale(scaled) if scaler else scaled).backward()
-    return loss.detach(), terms, pred.detach()
+        (scaler.scale(loss) if scaler else loss).backward()
+    return loss.detach(), terms, pred.detach(), teacher_depth
 
 
 def train_one_epoch(
@@ -177,12 +179,15 @@ def train_one_epoch(
         it = state.iteration
         set_lr(optimizer, get_lr(it, state.total_iters, args.lr, args.warmup_iters))
         losses, parts = [], []
+        images = sum(len(batch["image"]) for batch in group)
         for i, batch in enumerate(group):
             batch = to_device(batch, info.device)
-            loss, terms, pred = forward_backward(model, teacher, batch, args, info, scaler, i == len(group) - 1)
+            loss, terms, pred, teacher_depth = forward_backward(
+                model, teacher, batch, args, info, scaler, i == len(group) - 1, images
+            )
             losses.append(loss)
             parts.append(terms)
-        loss = torch.stack(losses).mean()
+        loss = torch.stack(losses).sum()
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, args.clip_grad if args.clip_grad > 0 else math.inf)
@@ -212,9 +217,15 @@ def train_one_epoch(
                 "train/pred_saturated": saturated,
                 "train/samples_per_sec": samples / elapsed,
             }
-            terms = {k: torch.stack([t[k] for t in parts]).mean().item() for k in parts[0]}
+            terms = {k: torch.stack([t[k] for t in parts]).sum().item() for k in parts[0]}
+            drawn = loader.sampler.drawn(state.epoch_step)  # every rank's draws so far, per dataset of the mixture
+            scalars.update({f"data/{label}/samples": float(n) for label, n in drawn.items()})
             log_step(writer, state, it, scalars, terms, optimizer, scaler, last_iter)
-            warning = monitor.update(spread, saturated, args.lr)
+            taught = None
+            if teacher_depth is not None:
+                teacher_range = teacher.model.max_depth if teacher is not None else args.max_depth
+                taught = prediction_spread(teacher_depth, batch["image_valid"], teacher_range)
+            warning = monitor.update(spread, saturated, args.lr, it, taught)
             if warning:
                 logger.warning("%s", warning)
         if args.save_every and state.iteration % args.save_every == 0:
@@ -274,26 +285,3 @@ def evaluate(
     if zoom[1] > 0:
         results["zoom_slope"] = (zoom[0] / zoom[1]).item()
     return results
-
-
-def evaluate_and_record(
-    model: nn.Module,
-    dataset: Dataset,
-    protocol: EvalProtocol,
-    args: argparse.Namespace,
-    info: DistInfo,
-    state: TrainState,
-    writer: MetricsWriter | None,
-    save: Callable[[str], None],
-) -> None:
-    """Evaluate the current weights, log and write the metrics and the validation panels, and save best.pth when
-    abs_rel improved."""
-    panels: list[np.ndarray] = []
-    results = evaluate(model, dataset, protocol, args, info, panels if writer else None)
-    logger.info("epoch %d eval: %s", state.epoch, " ".join(f"{k} {v:.4f}" for k, v in results.items()))
-    if writer:
-        writer.write(state.iteration, {f"eval/{k}": v for k, v in results.items()}, epoch=state.epoch)
-        writer.write_images(state.iteration, {f"eval/images/{i}": panel for i, panel in enumerate(panels)})
-    state.evaluated_iteration = state.iteration
-    if update_best(state.previous_best, results):
-        save("best.pth")

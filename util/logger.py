@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import math
 import sys
 from pathlib import Path
@@ -23,6 +24,32 @@ def setup_logging(save_path: str | Path | None, is_main: bool) -> None:
         handlers=handlers,
         force=True,
     )
+
+
+def hold_run_log() -> None:
+    """Keep this process's log records in memory until `attach_run_log`: a run refused by a later check writes
+    no train.log into its folder."""
+    logging.getLogger().addHandler(logging.handlers.MemoryHandler(capacity=1 << 30, target=None))
+
+
+def attach_run_log(save_path: str | Path) -> None:
+    """Start `<save_path>/train.log` with the records held since `hold_run_log`, then log into it."""
+    root = logging.getLogger()
+    handler = logging.FileHandler(Path(save_path) / "train.log")
+    handler.setFormatter(root.handlers[0].formatter)
+    for held in [h for h in root.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        held.setTarget(handler)
+        held.flush()
+        root.removeHandler(held)
+    root.addHandler(handler)
+
+
+def log_to_file(message: str) -> None:
+    """An error record in train.log only (when the run's log is open), e.g. the message a SystemExit prints."""
+    record = logging.getLogger("train").makeRecord("train", logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def finite_or_null(values: dict[str, float]) -> dict[str, float | None]:

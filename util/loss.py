@@ -47,6 +47,20 @@ def _mean_over(per_image: Tensor, use: Tensor) -> Tensor:
     return (per_image * use).sum() / use.sum().clamp_min(1)
 
 
+def silog_per_image(
+    pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, eps: float = 1e-6
+) -> tuple[Tensor, Tensor]:
+    """The scale-invariant log loss of each image: (B,) losses (0 for an image without usable pixels) and (B,)
+    bool flags of the images with at least one usable pixel. Arguments as `silog_loss`."""
+    usable = valid & _positive(target)
+    g = torch.where(usable, _log_depth(pred, usable, eps) - _log_depth(target, usable, eps), 0.0)
+    n = usable.sum(dim=(1, 2))
+    mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
+    mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
+    used = n > 0
+    return _sqrt(mean_sq - lambd * mean * mean, eps) * used, used
+
+
 def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, eps: float = 1e-6) -> Tensor:
     """Scale-invariant log loss against ground truth, per image, then averaged over images.
 
@@ -65,12 +79,7 @@ def silog_loss(pred: Tensor, target: Tensor, valid: Tensor, lambd: float = 0.5, 
     Returns:
         Scalar float32 tensor.
     """
-    usable = valid & _positive(target)
-    g = torch.where(usable, _log_depth(pred, usable, eps) - _log_depth(target, usable, eps), 0.0)
-    n = usable.sum(dim=(1, 2))
-    mean = g.sum(dim=(1, 2)) / n.clamp_min(1)
-    mean_sq = (g * g).sum(dim=(1, 2)) / n.clamp_min(1)
-    return _mean_over(_sqrt(mean_sq - lambd * mean * mean, eps), n > 0)
+    return _mean_over(*silog_per_image(pred, target, valid, lambd, eps))
 
 
 def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
@@ -90,20 +99,15 @@ def _trim_mask(r: Tensor, omega: Tensor, trim: float) -> Tensor:
     return below | (tied & (tied.cumsum(dim=1) <= room))
 
 
-def distillation_loss(
+def distillation_per_image(
     student: Tensor,
     teacher: Tensor,
     valid: Tensor,
     trim: float = 0.1,
     saturation: float | None = None,
     eps: float = 1e-6,
-) -> Tensor:
-    """Per-image scale-invariant log loss between student and teacher depth (docs/CAMERA.md, L_kd).
-
-    With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r)) (gradient of sqrt(Var + eps)),
-    averaged over the images with at least 2 pixels in Omega. Omega_b is the valid pixels with a positive finite
-    teacher depth, minus teacher pixels above `saturation`, minus the `trim` fraction of pixels with the largest
-    |r - median(r)|. The loss is exactly invariant to a global scale of either depth map.
+) -> tuple[Tensor, Tensor]:
+    """The distillation loss of each image (see `distillation_loss`).
 
     Args:
         student: (B, H, W) student depth, metres.
@@ -114,7 +118,8 @@ def distillation_loss(
         eps: floor for the student depth (metres), and the gradient offset under the square root.
 
     Returns:
-        Scalar float32 tensor.
+        (B,) float32 losses (0 for an image with fewer than 2 pixels in Omega) and (B,) bool flags of the images
+        with at least 2.
     """
     if not 0 <= trim < 1:
         raise ValueError(f"distillation_loss: trim must be in [0, 1), got {trim}")
@@ -129,7 +134,26 @@ def distillation_loss(
     n = omega.sum(dim=1)
     mean = (r * omega).sum(dim=1, keepdim=True) / n.clamp_min(1)[:, None]
     var = (((r - mean) * omega) ** 2).sum(dim=1) / n.clamp_min(1)
-    return _mean_over(_sqrt(var, eps), n >= 2)
+    used = n >= 2
+    return _sqrt(var, eps) * used, used
+
+
+def distillation_loss(student: Tensor, teacher: Tensor, valid: Tensor, **options: float | None) -> Tensor:
+    """Per-image scale-invariant log loss between student and teacher depth (docs/CAMERA.md, L_kd).
+
+    With r = log D_S - log D_T (teacher detached) over Omega_b, L_b = sqrt(Var_Omega(r)) (gradient of sqrt(Var + eps)),
+    averaged over the images with at least 2 pixels in Omega. Omega_b is the valid pixels with a positive finite
+    teacher depth, minus teacher pixels above `saturation`, minus the `trim` fraction of pixels with the largest
+    |r - median(r)|. The loss is exactly invariant to a global scale of either depth map.
+
+    Args:
+        student, teacher, valid: as `distillation_per_image`.
+        options: `trim`, `saturation`, `eps` of `distillation_per_image`.
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    return _mean_over(*distillation_per_image(student, teacher, valid, **options))
 
 
 def gradient_matching_loss(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+MIN_SPREAD = 0.01  # log-depth spread below which a prediction counts as flat (depth varies by under 1 %)
+MAX_SATURATED = 0.9  # fraction of pixels at the head's limits above which a head counts as saturated
+
 
 def prediction_spread(pred: Tensor, valid: Tensor, max_depth: float) -> tuple[float, float]:
     """(spread, saturated) of a batch of predictions.
@@ -29,36 +32,70 @@ def prediction_spread(pred: Tensor, valid: Tensor, max_depth: float) -> tuple[fl
     return var.sqrt().mean().item(), (at_limit.sum() / valid.sum().clamp_min(1)).item()
 
 
+def collapse_description(spread: float, saturated: float) -> str | None:
+    """What is wrong with a prediction of this `prediction_spread`, or None when it varies and is not saturated."""
+    if saturated > MAX_SATURATED:
+        return f"{saturated:.0%} of the pixels sit at the head's limit (0 or its max depth)"
+    if spread < MIN_SPREAD:
+        return f"depth varies by only {spread:.1%} across each image (log-depth spread {spread:.4f})"
+    return None
+
+
 class CollapseMonitor:
     """Warns once when `patience` logged steps in a row show a collapsed prediction, and again only after a
-    recovery.
+    recovery. The warning names the starting weights when they were already collapsed at iteration 0, and the
+    teacher when its targets are collapsed too.
 
     Args:
         patience: consecutive logged steps.
-        min_spread: log-depth spread below which a prediction counts as constant.
-        max_saturated: fraction of pixels at the head's limits above which the head counts as saturated.
+        start: the weights the run started from, for the warning (e.g. '--pretrained-from x.pth').
+        teacher: the teacher checkpoint, or None without distillation.
     """
 
-    def __init__(self, patience: int = 5, min_spread: float = 0.01, max_saturated: float = 0.9) -> None:
-        self.patience, self.min_spread, self.max_saturated = patience, min_spread, max_saturated
+    def __init__(self, patience: int = 5, start: str = "random weights", teacher: str | None = None) -> None:
+        self.patience, self.start, self.teacher = patience, start, teacher
         self.collapsed_steps = 0
         self.warned = False
+        self.start_problem: str | None = None
+        self.teacher_problem: str | None = None
 
-    def update(self, spread: float, saturated: float, lr: float) -> str | None:
-        """Record one logged step; returns the warning to log when the run has just been found collapsed."""
-        collapsed = spread < self.min_spread or saturated > self.max_saturated
-        self.collapsed_steps = self.collapsed_steps + 1 if collapsed else 0
-        if not collapsed:
+    def update(
+        self,
+        spread: float,
+        saturated: float,
+        lr: float,
+        iteration: int | None = None,
+        teacher: tuple[float, float] | None = None,
+    ) -> str | None:
+        """Record one logged step: the student's `prediction_spread`, the base lr, the iteration (0: the starting
+        weights' prediction) and the teacher targets' `prediction_spread`; returns the warning to log when the
+        run has just been found collapsed."""
+        problem = collapse_description(spread, saturated)
+        if iteration == 0:
+            self.start_problem = problem
+        if teacher is not None:
+            self.teacher_problem = collapse_description(*teacher)
+        self.collapsed_steps = self.collapsed_steps + 1 if problem else 0
+        if not problem:
             self.warned = False
         if self.collapsed_steps < self.patience or self.warned:
             return None
         self.warned = True
-        what = (
-            f"{saturated:.0%} of the pixels sit at the head's limit (0 or --max-depth)"
-            if saturated > self.max_saturated
-            else f"depth varies by only {spread:.1%} across each image (log-depth spread {spread:.4f})"
+        causes = []
+        if self.start_problem:
+            causes.append(
+                f"the starting weights ({self.start}) were already collapsed at iteration 0 ({self.start_problem}): "
+                "start from a checkpoint that predicts depth"
+            )
+        if self.teacher_problem:
+            causes.append(
+                f"the teacher {self.teacher} gives collapsed targets ({self.teacher_problem}): they teach nothing; "
+                "use another --teacher-checkpoint"
+            )
+        causes.append(
+            f"a warm-up (--warmup-iters 100 or more), gradient clipping (--clip-grad 1.0), a lower --lr (now {lr:g})"
         )
         return (
-            f"the prediction looks collapsed for the last {self.collapsed_steps} logged steps: {what}. Likely fixes: "
-            f"a warm-up (--warmup-iters 100 or more), gradient clipping (--clip-grad 1.0), a lower --lr (now {lr:g})"
+            f"the prediction looks collapsed for the last {self.collapsed_steps} logged steps: {problem}. Likely "
+            f"fixes: {'; '.join(causes)}"
         )

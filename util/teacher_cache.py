@@ -16,19 +16,19 @@ from torch import nn
 from tqdm import tqdm
 
 from dataset import DataError, GenericDatasetWithIntrinsics
+from depth_anything_v2.pretrained import checkpoint_weights_file
 
 logger = logging.getLogger(__name__)
 
 
-def teacher_cache_dir(root: Path, checkpoint: str, bf16: bool, input_size: int) -> Path:
-    """The cache folder of one teacher setting under `root`: a key of the teacher file's identity (path, size,
-    modification time, first MiB), its precision and the input size. Another teacher or setting gets another
-    folder, never a stale cache; `teacher.json` inside says what produced it."""
-    path = Path(checkpoint)
+def teacher_identity(checkpoint: str, bf16: bool, input_size: int) -> dict:
+    """What produces a cache's predictions: the teacher file's identity (path, size, modification time, first MiB),
+    its precision and the input size."""
+    path = checkpoint_weights_file(checkpoint)  # a hub name's file in the hub cache; a model folder's weights
     with open(path, "rb") as f:
         head = hashlib.sha256(f.read(1 << 20)).hexdigest()
     stat = path.stat()
-    identity = {
+    return {
         "teacher": str(path.resolve()),
         "bytes": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
@@ -36,10 +36,21 @@ def teacher_cache_dir(root: Path, checkpoint: str, bf16: bool, input_size: int) 
         "precision": "bf16" if bf16 else "fp32",
         "input_size": input_size,
     }
-    folder = root / hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "teacher.json").write_text(json.dumps(identity, indent=2))
-    return folder
+
+
+def teacher_cache_dir(root: Path, checkpoint: str, bf16: bool, input_size: int) -> Path:
+    """The cache folder of one teacher setting under `root`, keyed by `teacher_identity`: another teacher or setting
+    gets another folder, never a stale cache. Nothing is written here (the run may still be refused);
+    `cache_teacher_predictions` creates the folder and its `teacher.json`, which says what produced it."""
+    identity = teacher_identity(checkpoint, bf16, input_size)
+    return root / hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_teacher_json(folder: Path, identity: dict) -> None:
+    """`folder/teacher.json`, written atomically (a temporary file renamed over it)."""
+    tmp = folder / f".teacher.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(identity, indent=2))
+    os.replace(tmp, folder / "teacher.json")
 
 
 @torch.inference_mode()
@@ -56,8 +67,10 @@ def cache_teacher_predictions(
     target, and files already present are kept (a resumed run does not recompute them). With
     `dataset.skip_bad_samples`, an image that fails to load is skipped and listed, as in training.
 
+    Rank 0 writes the folder's `teacher.json` (`teacher_identity` of `teacher` at `input_size`).
+
     Args:
-        teacher: the frozen teacher.
+        teacher: the frozen teacher (a FrozenTeacher: `model`, `checkpoint`, `bf16`).
         dataset: a GenericDatasetWithIntrinsics built with a teacher cache folder.
         input_size: network short side for the teacher (use the training crop size).
         rank, world_size: each process computes every world_size-th image.
@@ -67,6 +80,8 @@ def cache_teacher_predictions(
     """
     computed, reused, skipped = 0, 0, []
     dataset.teacher_cache.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        write_teacher_json(dataset.teacher_cache, teacher_identity(teacher.checkpoint, teacher.bf16, input_size))
     indices = range(rank, len(dataset), world_size)
     device_type = next(teacher.model.parameters()).device.type
     for index in tqdm(indices, desc="teacher cache", unit="img", disable=not sys.stderr.isatty() or rank != 0):

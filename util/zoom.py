@@ -131,6 +131,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-depth", type=float, default=None, help="metres; only for official metric checkpoints")
     parser.add_argument("--max-images", type=int, default=None, help="stop after this many images with intrinsics")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    parser.add_argument(
+        "--allow-offcentre-principal-point",
+        action="store_true",
+        help="accept K whose principal point lies far from the image centre (crops), as train.py does",
+    )
     return parser
 
 
@@ -139,7 +144,8 @@ def main(args: argparse.Namespace) -> float:
     """Print and return the mean zoom_slope over the split's images that have intrinsics."""
     device = resolve_device(args.device)
     model = build_model_from_checkpoint(args.load_from, device=device, encoder=args.encoder, max_depth=args.max_depth)
-    dataset = build_dataset(args.dataset, args.split, (args.input_size, args.input_size), mode="val")
+    dataset = build_dataset(args.dataset, args.split, (args.input_size, args.input_size), mode="val",
+                            allow_offcentre_principal_point=args.allow_offcentre_principal_point)  # fmt: skip
 
     def predict(image: Tensor, K: Tensor) -> Tensor:
         return model(image, K)
