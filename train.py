@@ -205,6 +205,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "else fp32; bf16 is slower than fp32 where it is emulated; fp16: CUDA only",
     )
     runtime.add_argument(
+        "--fp32-head-island",
+        action="store_true",
+        help="under bf16/fp16 keep the head's last convolutions in fp32 in training too (they always are in "
+        "evaluation and inference); off by default: faster, and trains within seed noise of it (docs/PERFORMANCE.md)",
+    )
+    runtime.add_argument(
         "--kernels",
         default="auto",
         help="auto: time the attention implementation and the head layout for this batch shape on the first run on "
@@ -234,6 +240,7 @@ def build_model(args: argparse.Namespace, info: DistInfo, source: dict | None) -
         logger.info("loaded %s (%d tensors; newly initialised: %s)", args.pretrained_from, report["loaded"], newly)
     model.pretrained.requires_grad_(not args.freeze_dinov2)
     model.pretrained.mask_token.requires_grad_(False)
+    model.depth_head.fp32_island_in_training = args.fp32_head_island
     return model.to(info.device)
 
 

@@ -4,6 +4,7 @@ the official code beside ours.
     python benchmarks/bench.py --official ~/Depth-Anything-V2   # full run, ratios against the official code
     python benchmarks/bench.py --quick --out /tmp/quick.json      # smoke run at 70 px
     python benchmarks/bench.py --encoders vits vitb
+    python benchmarks/bench.py --official ~/Depth-Anything-V2 --encoders vits --rows forward step kernels
 
 Every configuration runs in a fresh process (peak RSS is a process-lifetime high-water mark), times the median of
 N calls after warm-up, and is compared with the matmul ceiling measured in the same run. Our rows choose their
@@ -147,6 +148,7 @@ def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[lis
     model.pretrained.requires_grad_(not case["frozen"])
     model.pretrained.mask_token.requires_grad_(False)
     model.set_grad_checkpointing(case.get("grad_ckpt", False))
+    model.depth_head.fp32_island_in_training = case.get("fp32_island", False)
     model.train()
     chosen = _choose_kernels(model, case, "training")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -275,11 +277,17 @@ def interleave(groups: list[list[dict]], rounds: int) -> list[dict]:
     return cases
 
 
+ROW_GROUPS = ("forward", "step", "kernels", "allocator", "compile", "variants", "loader")
+
+
 def plan(args: argparse.Namespace) -> list[dict]:
-    """The list of configurations of one run: the compared groups in rounds, then the other rows once."""
+    """The list of configurations of one run: the compared groups in rounds, then the other rows once; only the
+    groups in args.rows (ROW_GROUPS; the matmul ceiling always)."""
     settings = run_settings(args.quick)
     size, batch = settings["size"], settings["batch"]
     reps = {"warmup": settings["warmup"], "repeats": settings["repeats"]}
+    rows = set(args.rows)
+    compile_rows = "compile" in rows and not (args.quick or args.no_compile)
     base = {"code": "ours", "threads": args.threads, "size": size, "kernels": "auto", "round": 0}
     official = {"code": "official"} if args.official else None
     ceiling = [{**base, "kind": "matmul", "dtype": dt, "n": settings["matmul_n"]} for dt in ("float32", "bfloat16")]
@@ -289,7 +297,7 @@ def plan(args: argparse.Namespace) -> list[dict]:
     recipe = {**train, "name": "official recipe", "camera": False, "frozen": False, "inject": 0}
     student = {**train, "name": "student", "inject": 0}
     compared, once = [], []
-    for encoder in args.encoders:
+    for encoder in args.encoders if "forward" in rows else []:
         fwd_reps = {"vitl": {"warmup": 1, "repeats": 3}, "vitg": {"warmup": 1, "repeats": 3}}.get(encoder, reps)
         for precision in ("fp32", "bf16"):
             forward = {**base, **fwd_reps, "kind": "forward", "encoder": encoder, "precision": precision, "batch": 1}
@@ -297,22 +305,24 @@ def plan(args: argparse.Namespace) -> list[dict]:
                 compared.append([forward, {**forward, **official}])
             else:
                 once.append(forward)
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16") if "step" in rows else ():
         pair = [{**recipe, "precision": precision}]
         if official:
             pair.append({**recipe, **official, "precision": precision})
-        compared.append(pair + [{**student, "precision": precision}] * (precision == "bf16"))
+        if precision == "bf16":  # the camera student, and the recipe with the head's fp32 island kept in training
+            pair += [{**student, "precision": precision}, {**recipe, "precision": precision, "fp32_island": True}]
+        compared.append(pair)
     vits_fwd = {**base, **reps, "kind": "forward", "encoder": "vits", "batch": 1}
-    for precision in ("fp32", "bf16"):
-        tuned = {**vits_fwd, "precision": precision}
-        compared.append([tuned] + [{**tuned, "kernels": combo} for combo in KERNEL_COMBOS])
-    tuned_step = {**recipe, "precision": "bf16"}
-    compared.append([tuned_step] + [{**tuned_step, "kernels": combo} for combo in KERNEL_COMBOS])
-    for allocator in ("default", "late", "env"):
-        once.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
-    if not (args.quick or args.no_compile):
+    if "kernels" in rows:
         for precision in ("fp32", "bf16"):
-            once.append({**vits_fwd, "precision": precision, "compile": True})
+            tuned = {**vits_fwd, "precision": precision}
+            compared.append([tuned] + [{**tuned, "kernels": combo} for combo in KERNEL_COMBOS])
+        tuned_step = {**recipe, "precision": "bf16"}
+        compared.append([tuned_step] + [{**tuned_step, "kernels": combo} for combo in KERNEL_COMBOS])
+    for allocator in ("default", "late", "env") if "allocator" in rows else ():
+        once.append({**vits_fwd, "precision": "fp32", "allocator": allocator})
+    for precision in ("fp32", "bf16") if compile_rows else ():
+        once.append({**vits_fwd, "precision": precision, "compile": True})
     variants = [
         {"name": "student", "inject": 0, "precision": "fp32"},
         {"name": "student+teacher(bf16)", "inject": 0, "teacher": "bf16"},
@@ -323,15 +333,15 @@ def plan(args: argparse.Namespace) -> list[dict]:
         {"name": "inject6", "inject": 6},
         {"name": "student, glibc default allocator", "inject": 0, "allocator": "default"},
     ]
-    if not (args.quick or args.no_compile):
+    if compile_rows:
         variants.insert(2, {"name": "student+teacher(bf16, compiled)", "inject": 0, "teacher": "bf16",
                             "compile_teacher": True})  # fmt: skip
-    for variant in variants:
+    for variant in variants if "variants" in rows else []:
         for precision in ("fp32", "bf16") if "precision" not in variant else (variant["precision"],):
             once.append({**train, **variant, "precision": precision})
-    if not (args.quick or args.no_compile):
+    if compile_rows:
         once.append({**train, "name": "student, torch.compile", "inject": 0, "compile": True, "precision": "bf16"})
-    for workers in (0, 2):
+    for workers in (0, 2) if "loader" in rows else ():
         loader = {"samples": 8, "repeats": 1} if args.quick else {"samples": 64, "repeats": 5}
         once.append({**base, **loader, "kind": "loader", "size": 518, "workers": workers})
     # The ceiling at the start and the end: the better of the two is used, so a busy moment does not flatter ratios.
@@ -352,6 +362,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of the compared rows (ours / official, kernel choices)"
+    )
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=ROW_GROUPS,
+        default=list(ROW_GROUPS),
+        help="groups of rows to run (default: all): forward latency, the official recipe's training step, forced "
+        "kernel combinations, allocator settings, torch.compile, training variants, data loader",
     )
     return parser
 
@@ -375,6 +393,7 @@ def main(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "threads": args.threads,
         "rounds": args.rounds,
+        "rows": args.rows,
         "allocator": f"util.precision.tune_allocator() at process start ({GLIBC_TUNABLES}) unless a row says otherwise",
         **run_settings(args.quick),
         "cuda": torch.cuda.is_available(),

@@ -73,7 +73,8 @@ def import_official(repo: Path):
 
 
 def onnx_runner(model, x, runtime: str, precision: str):
-    """The official model exported to ONNX (dynamo exporter) and run on onnxruntime or OpenVINO (bf16 hint)."""
+    """The official model exported to ONNX (dynamo exporter) and run on onnxruntime or OpenVINO (bf16 hint):
+    (a function running it, the .onnx path)."""
     import tempfile
 
     import torch
@@ -86,12 +87,12 @@ def onnx_runner(model, x, runtime: str, precision: str):
         import onnxruntime as ort
 
         session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        return lambda: session.run(None, feed)
+        return (lambda: session.run(None, feed)), path
     import openvino as ov
 
     hint = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
     compiled = ov.Core().compile_model(path, "CPU", hint)
-    return lambda: compiled(feed)
+    return (lambda: compiled(feed)), path
 
 
 def profile_ops(run, steps: int) -> list[tuple[str, float, int]]:
@@ -109,17 +110,20 @@ def main(repo: Path, case: dict) -> dict:
     DepthAnythingV2, SiLogLoss = import_official(repo)
     sys.path.insert(0, str(HERE))
     import torch
-    from perf_tools import peak_rss_bytes, time_runs
+    from perf_tools import openvino_profile, peak_rss_bytes, time_runs
 
     torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     model = DepthAnythingV2(encoder=case["encoder"], **CONFIGS[case["encoder"]], max_depth=20.0)
+    if case.get("weights"):  # the same weights as our row's (a state dict of our camera-less model)
+        model.load_state_dict(torch.load(case["weights"], weights_only=True), strict=True)
     bf16 = case["precision"] == "bf16"
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     B, size = case["batch"], case["size"]
     x = torch.randn(B, 3, size, size)
+    graph = None
     if case["kind"] == "forward" and case.get("runtime", "torch") != "torch":
-        run = onnx_runner(model.eval(), x, case["runtime"], case["precision"])
+        run, graph = onnx_runner(model.eval(), x, case["runtime"], case["precision"])
     elif case["kind"] == "forward":
         model.eval()
 
@@ -157,7 +161,10 @@ def main(repo: Path, case: dict) -> dict:
     times = time_runs(run, case["warmup"], case["repeats"])
     cpu_share = (time.process_time() - cpu) / ((time.perf_counter() - wall) * case["threads"])
     seconds, peak = statistics.median(times), peak_rss_bytes() / 1e9
-    return {**case, "seconds": seconds, "times": times, "cpu_share": cpu_share, "peak_rss_gb": peak}
+    result = {**case, "seconds": seconds, "times": times, "cpu_share": cpu_share, "peak_rss_gb": peak}
+    if case.get("profile_layers") and case.get("runtime") == "openvino":
+        result["layer_profile"] = openvino_profile(graph, {"image": x.numpy()}, case["precision"])
+    return result
 
 
 if __name__ == "__main__":

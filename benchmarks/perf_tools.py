@@ -96,3 +96,38 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, warmup: int = 3, repeats: i
         statistics.median(time_runs(lambda: torch.mm(a, rhs, out=out), warmup, repeats)) for rhs in (b, b.t())
     )
     return 2 * n**3 / seconds / 1e9
+
+
+def openvino_profile(graph: str, feeds: dict, precision: str, calls: int = 5) -> dict:
+    """OpenVINO's per-layer performance counters of one graph on the CPU, averaged over `calls` inferences after
+    two warm-up ones, with the inputs reshaped to the feeds' static shapes (as `inference.backends` runs graphs).
+
+    Returns:
+        {'total_ms': ms per inference summed over layers, 'by_type': [(layer type, kernel, ms)], 'layers': [(name,
+        layer type, kernel, ms)]}, both lists slowest first.
+    """
+    import openvino as ov
+
+    core = ov.Core()
+    model = core.read_model(graph)
+    model.reshape({port.get_any_name(): list(array.shape) for port, array in zip(model.inputs, feeds.values())})
+    hint = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "PERF_COUNT": True}
+    request = core.compile_model(model, "CPU", hint).create_infer_request()
+    inputs = list(feeds.values())
+    for _ in range(2):
+        request.infer(inputs)
+    layers: dict[tuple[str, str, str], float] = {}
+    for _ in range(calls):
+        request.infer(inputs)
+        for info in request.get_profiling_info():
+            if info.status == info.Status.EXECUTED:
+                key = (info.node_name, info.node_type, info.exec_type)
+                layers[key] = layers.get(key, 0.0) + info.real_time.total_seconds() * 1e3 / calls
+    by_type: dict[tuple[str, str], float] = {}
+    for (_, node_type, exec_type), ms in layers.items():
+        by_type[(node_type, exec_type)] = by_type.get((node_type, exec_type), 0.0) + ms
+    return {
+        "total_ms": sum(layers.values()),
+        "by_type": sorted(((*key, ms) for key, ms in by_type.items()), key=lambda row: -row[-1]),
+        "layers": sorted(((*key, ms) for key, ms in layers.items()), key=lambda row: -row[-1]),
+    }

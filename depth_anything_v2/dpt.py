@@ -41,6 +41,12 @@ class DPTHead(nn.Module):
     Attribute `channels_last` (default True): run the convolutions on channels-last activations, oneDNN's native
     layout on CPU; False keeps NCHW. The scripts set it to the layout timed faster on the machine
     (`depth_anything_v2.kernels.tune_kernels`).
+
+    Attribute `fp32_island_in_training` (default False): under bf16/fp16 autocast the last convolutions and the
+    activation run in fp32 in eval mode, so that reduced-precision depth stays within 0.5 % of fp32; in training
+    mode they follow autocast unless this is True (`train.py --fp32-head-island`): with and without it, training
+    results differed by less than their seed noise (docs/PERFORMANCE.md), and the fp32 pass at full resolution is
+    a large part of a bf16 step's cost on CPU.
     """
 
     def __init__(
@@ -55,6 +61,7 @@ class DPTHead(nn.Module):
         super().__init__()
         self.use_clstoken = use_clstoken
         self.channels_last = True
+        self.fp32_island_in_training = False
         self.projects = nn.ModuleList(nn.Conv2d(in_channels, c, kernel_size=1) for c in out_channels)
         self.resize_layers = nn.ModuleList(
             [
@@ -100,6 +107,8 @@ class DPTHead(nn.Module):
         path = self.scratch.refinenet1(path, l1)
         out = self.scratch.output_conv1(path)
         out = F.interpolate(out, (patch_h * PATCH_SIZE, patch_w * PATCH_SIZE), mode="bilinear", align_corners=True)
+        if self.training and not self.fp32_island_in_training:
+            return self.scratch.output_conv2(out).float()
         # The last convolutions and the activation run in fp32 so bf16 autocast does not quantize depth.
         with torch.autocast(out.device.type, enabled=False):
             return self.scratch.output_conv2(out.float())

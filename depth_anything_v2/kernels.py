@@ -1,12 +1,14 @@
 """Kernel choices by measurement on the machine at hand, cached on disk.
 
-Two choices change speed and nothing else (outputs equal to rounding, tested): the attention implementation
-('sdpa': `F.scaled_dot_product_attention`; 'explicit': chunked matmul-softmax-matmul) and the DPT head's memory
-layout ('channels_last' | 'nchw'). Which is faster depends on the CPU (oneDNN's bf16 matmuls against SDPA's
-flash kernel differ between AVX512-BF16 and AMX), the dtype and the shapes, so `tune_kernels` times the
-candidates briefly on first use, one component at a time (one attention module on the model's token shape, the
-head on the model's feature shapes), and stores the winner in a JSON file keyed by machine (torch version, CPU
-model and its bf16 features or the GPU's name), device, precision, mode (inference or training) and shapes.
+Three choices change speed and nothing else (outputs equal to rounding, tested): the attention implementation
+('sdpa': `F.scaled_dot_product_attention`; 'explicit': chunked matmul-softmax-matmul), the DPT head's memory
+layout ('channels_last' | 'nchw') and, for fp32 inference on the CPU, the backbone's linear layers ('aten': the
+BLAS of the torch build; 'onednn': oneDNN's matmul, `dinov2_layers.linear`). Which is faster depends on the CPU
+(oneDNN's bf16 matmuls against SDPA's flash kernel differ between AVX512-BF16 and AMX; MKL's fp32 sgemm runs AVX2
+code on AMD CPUs), the dtype and the shapes, so `tune_kernels` times the candidates briefly on first use, one
+component at a time (one attention module on the model's token shape, the head on the model's feature shapes,
+one feed-forward linear), and stores the winner in a JSON file keyed by machine (torch version, CPU model and its
+bf16 features or the GPU's name), device, precision, mode (inference or training) and shapes.
 
     from depth_anything_v2.kernels import tune_kernels
     choice = tune_kernels(model, batch=1, height=518, width=518, precision="bf16")   # applied to model
@@ -32,9 +34,9 @@ import torch
 from torch import nn
 
 from .configs import PATCH_SIZE
-from .dinov2_layers import Attention
+from .dinov2_layers import LINEAR_IMPLS, Attention, Linear
 
-KERNEL_OPTIONS = {"attention": ("sdpa", "explicit"), "head_layout": ("channels_last", "nchw")}
+KERNEL_OPTIONS = {"attention": ("sdpa", "explicit"), "head_layout": ("channels_last", "nchw"), "linear": LINEAR_IMPLS}
 MODES = ("inference", "training")
 CACHE_ENV = "DA2_KERNEL_CACHE"
 # Timed calls per candidate after one warm-up call; the median is compared.
@@ -43,10 +45,12 @@ TIMED_CALLS = 5
 
 @dataclasses.dataclass(frozen=True)
 class KernelChoice:
-    """One value per KERNEL_OPTIONS key, and how it was reached: 'measured', 'cached' or 'forced' per key."""
+    """One value per KERNEL_OPTIONS key, and how it was reached: 'measured', 'cached', 'forced' or 'fixed' (not
+    a choice for this device, precision and mode) per key."""
 
     attention: str
     head_layout: str
+    linear: str = "aten"
     source: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
 
     def describe(self) -> str:
@@ -69,13 +73,21 @@ def parse_kernels(text: str) -> dict[str, str]:
     return forced
 
 
-def apply_kernels(model: nn.Module, attention: str, head_layout: str) -> None:
-    """Set every backbone attention module's implementation and the DPT head's layout (the camera encoder's
-    attention over its 10 tokens keeps its own)."""
+def apply_kernels(model: nn.Module, attention: str, head_layout: str, linear: str = "aten") -> None:
+    """Set every backbone attention module's and linear layer's implementation and the DPT head's layout (the
+    camera encoder's attention over its 10 tokens keeps its own)."""
     for module in model.pretrained.modules():
         if isinstance(module, Attention):
             module.impl = attention
+        elif isinstance(module, Linear):
+            module.impl = linear
     model.depth_head.channels_last = head_layout == "channels_last"
+
+
+def is_a_choice(option: str, device: torch.device, precision: str, mode: str) -> bool:
+    """Whether `option` can change anything here: the linear kernel only for fp32 inference on the CPU (oneDNN's
+    op has no autograd formula, and under autocast both candidates are the same bf16 matmul)."""
+    return option != "linear" or (device.type == "cpu" and precision == "fp32" and mode == "inference")
 
 
 def machine_key(device: torch.device) -> str:
@@ -158,7 +170,8 @@ def _run(module_call: Callable[[], torch.Tensor], params: list[nn.Parameter], de
 
 def _timers(model: nn.Module, batch: int, height: int, width: int, precision: str, training: bool) -> dict:
     """Per option, a function timing one candidate value on the component it affects, with random inputs of the
-    model's shapes: the first backbone attention on (batch, tokens, C), the head on four token maps."""
+    model's shapes: the first backbone attention on (batch, tokens, C), the head on four token maps, the first
+    feed-forward linear of the first block on (batch, tokens, C)."""
     device = next(model.parameters()).device
     patch_h, patch_w = height // PATCH_SIZE, width // PATCH_SIZE
     tokens = 1 + patch_h * patch_w  # class token + patches
@@ -174,24 +187,28 @@ def _timers(model: nn.Module, batch: int, height: int, width: int, precision: st
         for _ in range(4)
     ]
     head = model.depth_head
+    linear = next(m for m in model.pretrained.blocks[0].mlp.modules() if isinstance(m, Linear))
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def time_attention(impl: str) -> float:
-        previous, attention.impl = attention.impl, impl
+    def timed(module: nn.Module, attribute: str, value: object, call: Callable[[], torch.Tensor]) -> float:
+        """Median seconds of `call` with module.<attribute> set to value, and the module in the mode timed (the
+        head leaves out its fp32 island in training)."""
+        previous, was_training = getattr(module, attribute), module.training
+        setattr(module, attribute, value)
+        module.train(training)
         try:
-            return _median_seconds(lambda: _run(lambda: attention(x), params, device, precision, training), device)
-        finally:
-            attention.impl = previous
-
-    def time_head(layout: str) -> float:
-        previous, head.channels_last = head.channels_last, layout == "channels_last"
-        try:
-            call = lambda: head(features, patch_h, patch_w)  # noqa: E731
             return _median_seconds(lambda: _run(call, params, device, precision, training), device)
         finally:
-            head.channels_last = previous
+            setattr(module, attribute, previous)
+            module.train(was_training)
 
-    return {"attention": time_attention, "head_layout": time_head}
+    return {
+        "attention": lambda impl: timed(attention, "impl", impl, lambda: attention(x)),
+        "head_layout": lambda layout: timed(
+            head, "channels_last", layout == "channels_last", lambda: head(features, patch_h, patch_w)
+        ),
+        "linear": lambda impl: timed(linear, "impl", impl, lambda: linear(x)),
+    }
 
 
 def kernel_key(model: nn.Module, device: torch.device, batch: int, height: int, width: int, precision: str,
@@ -201,6 +218,8 @@ def kernel_key(model: nn.Module, device: torch.device, batch: int, height: int, 
     widths = f"dim {model.pretrained.embed_dim} heads {heads} features {model.config['features']}"
     if mode == "training" and not any(p.requires_grad for p in model.pretrained.parameters()):
         mode = "training, frozen backbone"
+    if mode.startswith("training") and precision != "fp32" and model.depth_head.fp32_island_in_training:
+        mode += ", fp32 head island"
     return f"{machine_key(device)} | {device.type} {precision} {mode} | {widths} | {batch}x{height}x{width}"
 
 
@@ -243,6 +262,8 @@ def tune_kernels(
     for option, candidates in KERNEL_OPTIONS.items():
         if option in forced:
             values[option], source[option] = forced[option], "forced"
+        elif not is_a_choice(option, device, precision, mode):
+            values[option], source[option] = candidates[0], "fixed"
         elif cached.get("choice", {}).get(option) in candidates:
             values[option], source[option] = cached["choice"][option], "cached"
         else:
@@ -253,5 +274,5 @@ def tune_kernels(
         choice = {**cached.get("choice", {}), **{k: values[k] for k in seconds}}
         timings = {**cached.get("seconds", {}), **seconds}
         _write_cache(path, key, {"choice": choice, "seconds": timings, "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    apply_kernels(model, values["attention"], values["head_layout"])
-    return KernelChoice(values["attention"], values["head_layout"], source)
+    apply_kernels(model, **values)
+    return KernelChoice(**values, source=source)

@@ -107,7 +107,7 @@ class TorchRunner:
                 logger.info("kernels for %d x %d x %d inputs, %s: %s", B, H, W, self.precision,
                             self.tuned[images.shape].describe())  # fmt: skip
             choice = self.tuned[images.shape]
-            apply_kernels(self.model, choice.attention, choice.head_layout)
+            apply_kernels(self.model, choice.attention, choice.head_layout, choice.linear)
             self.applied = images.shape
         x = torch.from_numpy(images).to(self.device)
         K = torch.from_numpy(K).to(self.device)
@@ -128,16 +128,28 @@ class _OrtSession:
 
 
 class _OpenVinoSession:
+    """The graph compiled for each batch size it meets: OpenVINO plans memory and picks kernels for static shapes
+    only, and runs a graph with a dynamic batch dimension slower (benchmarks/backend_results.md)."""
+
     def __init__(self, path: Path, precision: str) -> None:
         import openvino as ov
 
-        core = ov.Core()
-        hint = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", hint)
-        self.inputs = [port.get_any_name() for port in self.compiled.inputs]
+        self.core, self.path = ov.Core(), path
+        self.hint = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.inputs = [port.get_any_name() for port in self.core.read_model(str(path)).inputs]
+        self.compiled: dict[int, object] = {}
+
+    def _compile(self, feeds: dict[str, np.ndarray]) -> object:
+        model = self.core.read_model(str(self.path))
+        model.reshape({name: list(array.shape) for name, array in feeds.items()})
+        return self.core.compile_model(model, "CPU", self.hint)
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.compiled(feeds)[self.compiled.output(0)]
+        batch = len(next(iter(feeds.values())))
+        if batch not in self.compiled:
+            self.compiled[batch] = self._compile(feeds)
+        compiled = self.compiled[batch]
+        return compiled(feeds)[compiled.output(0)]
 
 
 SESSIONS = {"onnxruntime": _OrtSession, "openvino": _OpenVinoSession}

@@ -18,6 +18,7 @@ from depth_anything_v2.geometry import canonical_intrinsics
 from export import get_args_parser, main
 from inference.onnx_export import METADATA_KEY, compare_with_torch, fixed_position_embeddings
 from util.checkpoint import save_checkpoint
+from util.precision import has_fast_bf16
 
 H, W = 56, 84
 
@@ -102,6 +103,22 @@ def test_openvino_matches_torch(exported, precision):
     got = compiled({"image": images, "intrinsics": K})[compiled.output(0)]
     error = _median_relative(got, _torch_depth(exported["model"], images, K))
     assert error <= (1e-4 if precision == "f32" else 0.005), error
+
+
+@pytest.mark.skipif(not has_fast_bf16(torch.device("cpu")), reason="OpenVINO runs bf16 only on CPUs with native bf16")
+def test_openvino_bf16_keeps_the_depth_projection_in_fp32(exported):
+    """The head's last projection is exported as a product and a channel sum, which OpenVINO leaves in fp32 after
+    the graph's last convolution: the depth channel is never rounded to bf16."""
+    graph = onnx.load(str(exported["onnx"]))
+    assert "ReduceSum" in [n.op_type for n in graph.graph.node[-12:]]
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(exported["onnx"])), "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+    ops = [(o.get_rt_info()["layerType"].astype(str), o.get_rt_info()["runtimePrecision"].astype(str))
+           for o in compiled.get_runtime_model().get_ordered_ops()]  # fmt: skip
+    last_conv = max(i for i, (kind, _) in enumerate(ops) if kind == "Convolution")
+    assert ops[last_conv][1] == "bf16"
+    tail = ops[last_conv + 1 :]
+    assert ("Reduce", "f32") in tail and all(precision != "bf16" for _, precision in tail), tail
 
 
 def test_refused_inputs(exported, tmp_path, capsys):

@@ -15,7 +15,7 @@ from helpers import ROOT, SUBPROCESS_ENV, train_args, write_run_data
 
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2 import kernels as K
-from depth_anything_v2.dinov2_layers import Attention
+from depth_anything_v2.dinov2_layers import Attention, Linear
 
 
 def _model(camera: bool = False) -> DepthAnythingV2:
@@ -39,7 +39,11 @@ def _fake_timers(seconds: dict[str, dict[str, float]], calls: list):
     return timers
 
 
-SLOW_SDPA = {"attention": {"sdpa": 2.0, "explicit": 1.0}, "head_layout": {"channels_last": 1.0, "nchw": 3.0}}
+SLOW_SDPA = {
+    "attention": {"sdpa": 2.0, "explicit": 1.0},
+    "head_layout": {"channels_last": 1.0, "nchw": 3.0},
+    "linear": {"aten": 2.0, "onednn": 1.0},
+}
 
 
 def test_the_fastest_candidate_is_applied_and_cached(tmp_path, monkeypatch):
@@ -48,7 +52,7 @@ def test_the_fastest_candidate_is_applied_and_cached(tmp_path, monkeypatch):
     model, cache = _model(), tmp_path / "kernels.json"
     choice = K.tune_kernels(model, 1, 28, 42, "bf16", path=cache)
     assert (choice.attention, choice.head_layout) == ("explicit", "channels_last")
-    assert choice.source == {"attention": "measured", "head_layout": "measured"}
+    assert choice.source == {"attention": "measured", "head_layout": "measured", "linear": "fixed"}
     assert _impls(model) == {"explicit"} and model.depth_head.channels_last
     assert len(calls) == 4
     entry = json.loads(cache.read_text())[K.kernel_key(model, torch.device("cpu"), 1, 28, 42, "bf16", "inference")]
@@ -59,7 +63,8 @@ def test_the_fastest_candidate_is_applied_and_cached(tmp_path, monkeypatch):
     calls.clear()
     fresh = _model()
     again = K.tune_kernels(fresh, 1, 28, 42, "bf16", path=cache)
-    assert calls == [] and again == choice and again.source == {"attention": "cached", "head_layout": "cached"}
+    assert calls == [] and again == choice
+    assert again.source == {"attention": "cached", "head_layout": "cached", "linear": "fixed"}
     assert _impls(fresh) == {"explicit"}
 
 
@@ -71,7 +76,8 @@ def test_a_new_shape_precision_or_mode_is_timed_again_and_entries_accumulate(tmp
             (1, 28, 42, "fp32", "inference"), (1, 28, 42, "bf16", "training")]  # fmt: skip
     for batch, h, w, precision, mode in runs:
         K.tune_kernels(model, batch, h, w, precision, mode, path=cache)
-    assert len(calls) == 4 * len(runs)
+    # The linear kernel is a choice for fp32 inference only: 2 more timings there.
+    assert len(calls) == 4 * len(runs) + 2
     assert len(json.loads(cache.read_text())) == len(runs)
     model.pretrained.requires_grad_(False)  # a frozen backbone trains with other costs: its own entry
     K.tune_kernels(model, 1, 28, 42, "bf16", "training", path=cache)
@@ -86,10 +92,11 @@ def test_forced_values_are_applied_untimed_and_the_rest_is_timed(tmp_path, monke
     assert choice.attention == "sdpa" and choice.source["attention"] == "forced"
     assert _impls(model) == {"sdpa"}
     assert {option for option, _ in calls} == {"head_layout"}
-    everything = K.parse_kernels("attention=sdpa,head_layout=nchw")
+    everything = K.parse_kernels("attention=sdpa,head_layout=nchw,linear=onednn")
     calls.clear()
     choice = K.tune_kernels(model, 4, 56, 56, "fp32", forced=everything, path=cache)
     assert calls == [] and not model.depth_head.channels_last and choice.source["head_layout"] == "forced"
+    assert {m.impl for m in model.pretrained.modules() if isinstance(m, Linear)} == {"onednn"}
     # A forced value does not replace the cached measurement: 'auto' later still gets the measured winner.
     assert K.tune_kernels(model, 1, 28, 28, "bf16", path=cache).attention == "explicit"
 
@@ -102,6 +109,7 @@ def test_real_timing_picks_a_candidate_of_each_option_and_keeps_outputs(tmp_path
     choice = K.tune_kernels(model, 1, 28, 42, "fp32", path=tmp_path / "k.json")
     assert choice.attention in K.KERNEL_OPTIONS["attention"]
     assert choice.head_layout in K.KERNEL_OPTIONS["head_layout"]
+    assert choice.linear in K.KERNEL_OPTIONS["linear"] and choice.source["linear"] == "measured"
     with torch.inference_mode():
         after = model(x)
     torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
@@ -119,7 +127,7 @@ def test_an_unreadable_cache_is_timed_again_and_rewritten(tmp_path, monkeypatch)
     cache = tmp_path / "kernels.json"
     cache.write_text("{not json")
     K.tune_kernels(_model(), 1, 28, 28, "fp32", path=cache)
-    assert len(calls) == 4 and len(json.loads(cache.read_text())) == 1
+    assert len(calls) == 6 and len(json.loads(cache.read_text())) == 1
 
 
 def test_bad_arguments_are_refused():
@@ -173,3 +181,37 @@ def test_train_py_honours_forced_kernels_and_refuses_bad_ones(tmp_path):
     bad = subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "--kernels 'head=nchw': 'head=nchw' is not a choice" in bad.stderr
     assert not (tmp_path / "run2").exists()
+
+
+def _ran_onednn(fn) -> bool:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any("_linear_pointwise" in e.key for e in prof.key_averages())
+
+
+def test_the_onednn_linear_matches_aten_and_steps_aside_where_it_cannot_run():
+    torch.manual_seed(0)
+    linear, x = Linear(48, 96), torch.randn(2, 5, 48)
+    with torch.inference_mode():
+        expected = linear(x)
+    linear.impl = "onednn"
+    with torch.inference_mode():
+        assert _ran_onednn(lambda: linear(x))
+        torch.testing.assert_close(linear(x), expected, rtol=1e-5, atol=1e-6)
+    # Autograd, autocast and export need ATen's op: the same module then runs F.linear.
+    assert not _ran_onednn(lambda: linear(x.requires_grad_()).sum().backward()) and linear.weight.grad is not None
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not _ran_onednn(lambda: linear(x)) and linear(x).dtype == torch.bfloat16
+    graph = torch.export.export(linear.eval(), (x.detach(),)).graph_module.code
+    assert "linear" in graph and "mkldnn" not in graph
+
+
+def test_the_forced_onednn_linear_keeps_the_model_output(tmp_path):
+    model = _model(camera=True)
+    x = torch.randn(2, 3, 28, 42)
+    with torch.inference_mode():
+        before = model(x)
+    K.tune_kernels(model, 2, 28, 42, "fp32", forced=K.parse_kernels("linear=onednn"), path=tmp_path / "k.json")
+    with torch.inference_mode():
+        assert _ran_onednn(lambda: model(x))
+        torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)

@@ -101,3 +101,41 @@ def test_teacher_precision(monkeypatch):
     for native in (True, False):
         monkeypatch.setattr(precision, "has_fast_bf16", lambda device, native=native: native)
         assert precision.teacher_uses_bf16("auto", "fp32", cpu) == native
+
+
+def _head_conv_dtype(model: DepthAnythingV2, x: torch.Tensor, K: torch.Tensor) -> tuple[torch.dtype, torch.Tensor]:
+    """(dtype the head's full-resolution 3x3 convolution runs in under bf16 autocast, depth)."""
+    seen = []
+    hook = model.depth_head.scratch.output_conv2[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        depth = model(x, K)
+    hook.remove()
+    return seen[0].dtype, depth
+
+
+def test_the_fp32_island_is_left_out_in_training_only(varied_model):
+    """Training under bf16 runs the head's last convolutions in bf16 unless fp32_island_in_training; evaluation and
+    inference keep them in fp32 either way, with the same depth."""
+    model = copy.deepcopy(varied_model)
+    torch.manual_seed(2)
+    x = torch.randn(1, 3, 56, 70)
+    K = torch.tensor([[60.0, 0, 34.5], [0, 60.0, 27.5], [0, 0, 1]])[None]
+    dtype, depth_eval = _head_conv_dtype(model.eval(), x, K)
+    assert dtype == torch.float32
+    dtype, depth_train = _head_conv_dtype(model.train(), x, K)
+    assert dtype == torch.bfloat16 and depth_train.dtype == torch.float32
+    model.depth_head.fp32_island_in_training = True
+    dtype, depth_island = _head_conv_dtype(model, x, K)
+    assert dtype == torch.float32 and not torch.equal(depth_island, depth_train)
+    assert torch.equal(_head_conv_dtype(model.eval(), x, K)[1], depth_eval)
+
+
+def test_train_py_switch_keeps_the_island(tmp_path):
+    import train
+    from util.dist import DistInfo
+
+    flags = ["--encoder", "vits", "--dataset", str(tmp_path), "--max-depth", "20"]
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    for extra, expected in (([], False), (["--fp32-head-island"], True)):
+        args = train.get_args_parser().parse_args(flags + extra)
+        assert train.build_model(args, info, None).depth_head.fp32_island_in_training is expected

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import platform
 
 import torch
@@ -123,9 +124,9 @@ def choose_kernels(
     chosen: list[object] = [None]
     if not distributed or dist.get_rank() == 0:
         choice = tune_kernels(model, batch, size, size, precision, mode, forced)
-        chosen = [(choice.attention, choice.head_layout, choice.source)]
+        chosen = [dataclasses.asdict(choice)]
     if distributed:
         dist.broadcast_object_list(chosen, src=0)
-    attention, head_layout, source = chosen[0]
-    apply_kernels(model, attention, head_layout)
-    return KernelChoice(attention, head_layout, source)
+    choice = KernelChoice(**chosen[0])
+    apply_kernels(model, choice.attention, choice.head_layout, choice.linear)
+    return choice

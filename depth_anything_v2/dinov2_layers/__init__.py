@@ -8,8 +8,19 @@ from .attention import Attention
 from .block import Block
 from .drop_path import DropPath
 from .layer_scale import LayerScale
+from .linear import LINEAR_IMPLS, Linear
 from .mlp import Mlp
 from .patch_embed import PatchEmbed
 from .swiglu_ffn import SwiGLUFFNFused
 
-__all__ = ["Attention", "Block", "DropPath", "LayerScale", "Mlp", "PatchEmbed", "SwiGLUFFNFused"]
+__all__ = [
+    "Attention",
+    "Block",
+    "DropPath",
+    "LayerScale",
+    "LINEAR_IMPLS",
+    "Linear",
+    "Mlp",
+    "PatchEmbed",
+    "SwiGLUFFNFused",
+]

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import Linear
+
 ATTENTION_IMPLS = ("auto", "sdpa", "explicit")
 # Score blocks stay below glibc's largest mmap threshold (32 MiB), so they are recycled from the heap instead of
 # being mapped and page-faulted in for every layer.
@@ -27,14 +29,17 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) 
         dropout_p: dropout on the attention probabilities.
 
     Returns:
-        (B, heads, N, head_dim) in q's dtype.
+        (B, heads, N, head_dim) in q's dtype: a transposed view of a contiguous (B, N, heads, head_dim) tensor, so
+        that merging the heads afterwards is free.
     """
     B, heads, _, head_dim = q.shape
     rows = max(1, EXPLICIT_CHUNK_BYTES // (B * heads * k.shape[-2] * q.element_size()))
-    kt = k.transpose(-2, -1)
+    # k and v are strided views of the fused qkv output; for B > 1 a batched matmul would copy them once per chunk.
+    kt, v = k.contiguous().transpose(-2, -1), v.contiguous()
     with torch.autocast(q.device.type, enabled=False):
         q = q * head_dim**-0.5
-        return torch.cat([F.dropout(torch.softmax(qc @ kt, -1), dropout_p) @ v for qc in q.split(rows, dim=2)], dim=2)
+        chunks = [F.dropout(torch.softmax(qc @ kt, -1), dropout_p) @ v for qc in q.split(rows, dim=2)]
+        return torch.cat([c.transpose(1, 2) for c in chunks], dim=1).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -66,9 +71,9 @@ class Attention(nn.Module):
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention impl {impl!r} is not one of {ATTENTION_IMPLS}")
         self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.proj = Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
         self.impl = impl
 

@@ -9,6 +9,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
+from .linear import Linear
+
 
 class Mlp(nn.Module):
     """fc1 -> activation -> fc2 on the last dimension."""
@@ -25,9 +27,9 @@ class Mlp(nn.Module):
         super().__init__()
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features
-        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.fc1 = Linear(in_features, hidden_features, bias=bias)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.fc2 = Linear(hidden_features, out_features, bias=bias)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor) -> Tensor:

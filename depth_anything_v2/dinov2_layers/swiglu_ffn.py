@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import Linear
+
 
 class SwiGLUFFNFused(nn.Module):
     """w12 (fused gate and value) -> SiLU(gate) * value -> w3.
@@ -28,8 +30,8 @@ class SwiGLUFFNFused(nn.Module):
         out_features = out_features or in_features
         hidden_features = hidden_features or in_features
         hidden_features = (int(hidden_features * 2 / 3) + 7) // 8 * 8
-        self.w12 = nn.Linear(in_features, 2 * hidden_features, bias=bias)
-        self.w3 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.w12 = Linear(in_features, 2 * hidden_features, bias=bias)
+        self.w3 = Linear(hidden_features, out_features, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (..., in_features) -> (..., out_features)."""
