@@ -39,11 +39,11 @@ CPU = torch.device("cpu")
 sys.path.insert(0, str(ROOT))
 
 from bench_loader import measure_loader  # noqa: E402
+from model_flops import count_model_flops  # noqa: E402
 from official_code import check_official_repo  # noqa: E402
-from perf_tools import count_flops, matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
+from perf_tools import matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
 from report import markdown, save_report, summarize  # noqa: E402
 
-from depth_anything_v2.dinov2_layers import Attention, Linear  # noqa: E402
 from depth_anything_v2.dpt import DepthAnythingV2  # noqa: E402
 from depth_anything_v2.kernels import autocast_context, cpu_model, machine_key, parse_kernels, tune_kernels  # noqa: E402
 from util.distill import FrozenTeacher, student_loss  # noqa: E402
@@ -108,7 +108,7 @@ def _forward(case: dict) -> dict:
         with torch.inference_mode(), autocast_context(CPU, case["precision"]):
             return model(x)
 
-    flops = _count_model_flops(model, run)
+    flops = count_model_flops(model, run)
     extra = dict(chosen)
     if case.get("compile"):
         model = _compile(model, frozen=True)
@@ -117,21 +117,6 @@ def _forward(case: dict) -> dict:
         tune_allocator()
     times, cpu_share = _timed(run, case)
     return _result(case, times, cpu_share, flops=flops, gflops=flops / statistics.median(times) / 1e9, **extra)
-
-
-def _count_model_flops(model: torch.nn.Module, fn) -> int:
-    """FLOPs of one call of fn (it is run) whatever the kernels chosen: attention as explicit matmuls, so that every
-    attention matmul is seen (also those recomputed by activation checkpointing), and linear layers as aten
-    matmuls (the flop counter does not see oneDNN's linear op)."""
-    modules = [m for m in model.modules() if isinstance(m, (Attention, Linear))]
-    impls = [m.impl for m in modules]
-    for m in modules:
-        m.impl = "explicit" if isinstance(m, Attention) else "aten"
-    try:
-        return count_flops(fn)
-    finally:
-        for m, impl in zip(modules, impls):
-            m.impl = impl
 
 
 def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[list[float], float]] = _timed) -> dict:
@@ -208,7 +193,7 @@ def _train(case: dict, measure: Callable[[Callable[[], object], dict], tuple[lis
             result["teacher_seconds"] = statistics.median(time_runs(teacher_depth, 1, case["repeats"]))
         # Counted last: the explicit attention of the counting step would raise the peak memory measured above.
         forward = model
-        result["flops"] = _count_model_flops(model, step)
+        result["flops"] = count_model_flops(model, step)
     result["gflops"] = result["flops"] / result["seconds"] / 1e9
     return result
 

@@ -24,8 +24,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import _count_model_flops  # noqa: E402
 from gpu_report import attempt, first_line, full_fp32, relative_error  # noqa: E402
+from model_flops import count_model_flops  # noqa: E402
 from perf_tools import matmul_gflops, peak_rss_bytes, time_runs  # noqa: E402
 
 from depth_anything_v2.configs import PATCH_SIZE  # noqa: E402
@@ -120,7 +120,7 @@ class Check:
         has bf16's FLOPs: the counter's decompositions trip over autocast in the camera injection. None, with the
         reason in `flops_error`, if the count fails: the times are still worth having."""
         try:
-            return _count_model_flops(self.device_model(), self.forward(self.device_model(), 1, "fp32"))
+            return count_model_flops(self.device_model(), self.forward(self.device_model(), 1, "fp32"))
         except Exception as err:  # noqa: BLE001
             self.flops_error = first_line(err)
             return None
@@ -286,7 +286,7 @@ def training(check: Check, section: dict) -> None:
            "kernels": choice.describe()}  # fmt: skip
     rows.append(row)  # before the count, so that a count that fails leaves the time
     one = make_batch(1)
-    flops = _count_model_flops(nn.ModuleList([student, teacher.model]), lambda: step(one)) * batch_size
+    flops = count_model_flops(nn.ModuleList([student, teacher.model]), lambda: step(one)) * batch_size
     tflops = flops / seconds / 1e12
     row.update(tflop_per_step=flops / 1e12, tflops=tflops, mfu=tflops / check.peak if check.peak else None,
                of_ceiling=tflops / check.ceiling_tflops if check.ceiling_tflops else None)  # fmt: skip

@@ -103,7 +103,7 @@ def test_invalid_combinations_fail_at_start(data, tmp_path):
 
 
 # Kernels timed per thread count could differ between the ranks (1 thread each) and a 2-thread run.
-KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last")
+KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last,linear=aten")
 
 
 def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):

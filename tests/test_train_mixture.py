@@ -22,7 +22,7 @@ from dataset.synthetic import write_synthetic_dataset
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.loading import read_checkpoint
 
-KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last")  # no kernel timing in these tiny runs
+KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last,linear=aten")  # no kernel timing in these tiny runs
 
 
 def to_millimetre_pngs_without_k(root: Path) -> None:

@@ -92,7 +92,10 @@ def teacher_problem(judgement: TeacherJudgement) -> str | None:
         return f"its prediction is collapsed: {collapsed}, so it teaches nothing"
     rho = judgement.correlation
     if rho is not None and rho < -0.2:
-        return "its output falls where the ground truth depth rises: a relative model (disparity), or untrained"
+        return (
+            "its output falls where the ground truth depth rises: it predicts disparity (a relative model), or it is "
+            "untrained"
+        )
     if rho is not None and rho < MIN_TEACHER_CORRELATION:
         return "its depth hardly follows the ground truth: an untrained, random or badly matched teacher"
     return None
