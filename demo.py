@@ -32,7 +32,7 @@ from depth_anything_v2.loading import build_model_from_checkpoint
 from util.baseline import ConstantDepth, median_depth
 from util.dist import DistInfo, resolve_device
 from util.engine import evaluate
-from util.monitor import CollapseMonitor
+from util.monitor import RANDOM_START, CollapseMonitor
 
 MAX_DEPTH = 20.0  # metres: the rooms are 3-10 m deep
 ZOOM_RANGE = ("0.5", "2.0")  # the student's random zoom
@@ -73,13 +73,16 @@ def run(command: list[str]) -> float:
 
 def collapse_of(run_dir: Path) -> str | None:
     """The training monitor's warning when a run's prediction was still collapsed at its last logged steps
-    (replayed from its metrics.jsonl), else None."""
-    monitor, warning = CollapseMonitor(), None
+    (replayed from its metrics.jsonl with the run's settings from its config.json), else None."""
+    config = json.loads((run_dir / "config.json").read_text())
+    start = f"--pretrained-from {config['pretrained_from']}" if config.get("pretrained_from") else RANDOM_START
+    monitor = CollapseMonitor(start=start, warmup_iters=config["warmup_iters"], clip_grad=config["clip_grad"])
+    warning = None
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         event = json.loads(line)
         if "train/pred_spread" in event:
             spread, saturated = event["train/pred_spread"], event["train/pred_saturated"]
-            warning = monitor.update(spread, saturated, event["train/lr_head"]) or warning
+            warning = monitor.update(spread, saturated, config["lr"], event["step"]) or warning
     return warning if monitor.collapsed_steps >= monitor.patience else None
 
 

@@ -249,6 +249,10 @@ def test_a_collapsed_prediction_is_noticed():
     assert messages[:2] == [None, None] and messages[3:] == [None, None]
     assert "--warmup-iters" in messages[2] and "--clip-grad" in messages[2] and "(now 0.0002)" in messages[2]
     assert monitor.update(0.2, 0.0, 2e-4) is None and monitor.update(0.001, 0.0, 2e-4) is None
+    monitor = CollapseMonitor(patience=2, warmup_iters=100, clip_grad=1.0)  # random weights always start flat
+    assert monitor.update(0.001, 0.0, 2e-4, iteration=0) is None
+    message = monitor.update(0.001, 0.0, 2e-4, iteration=1)
+    assert "starting weights" not in message and "--warmup-iters" not in message and "--clip-grad" not in message
 
 
 def test_logs_say_what_ran(data, tmp_path):

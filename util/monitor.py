@@ -7,6 +7,7 @@ from torch import Tensor
 
 MIN_SPREAD = 0.01  # log-depth spread below which a prediction counts as flat (depth varies by under 1 %)
 MAX_SATURATED = 0.9  # fraction of pixels at the head's limits above which a head counts as saturated
+RANDOM_START = "random weights"  # `CollapseMonitor` start of a run without --pretrained-from
 
 
 def prediction_spread(pred: Tensor, valid: Tensor, max_depth: float) -> tuple[float, float]:
@@ -43,17 +44,28 @@ def collapse_description(spread: float, saturated: float) -> str | None:
 
 class CollapseMonitor:
     """Warns once when `patience` logged steps in a row show a collapsed prediction, and again only after a
-    recovery. The warning names the starting weights when they were already collapsed at iteration 0, and the
-    teacher when its targets are collapsed too.
+    recovery. The warning names a checkpoint the run started from when it was already collapsed at iteration 0
+    (random weights always start flat), the teacher when its targets are collapsed too, and of warm-up, clipping
+    and a lower lr the fixes the run does not use yet.
 
     Args:
         patience: consecutive logged steps.
-        start: the weights the run started from, for the warning (e.g. '--pretrained-from x.pth').
+        start: the weights the run started from, for the warning (e.g. '--pretrained-from x.pth'), or
+            RANDOM_START.
         teacher: the teacher checkpoint, or None without distillation.
+        warmup_iters, clip_grad: the run's warm-up steps and gradient clipping (0: none).
     """
 
-    def __init__(self, patience: int = 5, start: str = "random weights", teacher: str | None = None) -> None:
+    def __init__(
+        self,
+        patience: int = 5,
+        start: str = RANDOM_START,
+        teacher: str | None = None,
+        warmup_iters: int = 0,
+        clip_grad: float = 0.0,
+    ) -> None:
         self.patience, self.start, self.teacher = patience, start, teacher
+        self.warmup_iters, self.clip_grad = warmup_iters, clip_grad
         self.collapsed_steps = 0
         self.warned = False
         self.start_problem: str | None = None
@@ -82,7 +94,7 @@ class CollapseMonitor:
             return None
         self.warned = True
         causes = []
-        if self.start_problem:
+        if self.start_problem and self.start != RANDOM_START:
             causes.append(
                 f"the starting weights ({self.start}) were already collapsed at iteration 0 ({self.start_problem}): "
                 "start from a checkpoint that predicts depth"
@@ -92,9 +104,9 @@ class CollapseMonitor:
                 f"the teacher {self.teacher} gives collapsed targets ({self.teacher_problem}): they teach nothing; "
                 "use another --teacher-checkpoint"
             )
-        causes.append(
-            f"a warm-up (--warmup-iters 100 or more), gradient clipping (--clip-grad 1.0), a lower --lr (now {lr:g})"
-        )
+        fixes = [] if self.warmup_iters else ["a warm-up (--warmup-iters 100 or more)"]
+        fixes += [] if self.clip_grad else ["gradient clipping (--clip-grad 1.0)"]
+        causes.append(", ".join([*fixes, f"a lower --lr (now {lr:g})"]))
         return (
             f"the prediction looks collapsed for the last {self.collapsed_steps} logged steps: {problem}. Likely "
             f"fixes: {'; '.join(causes)}"
