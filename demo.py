@@ -32,7 +32,8 @@ from depth_anything_v2.loading import build_model_from_checkpoint
 from util.baseline import ConstantDepth, median_depth
 from util.dist import DistInfo, resolve_device
 from util.engine import evaluate
-from util.monitor import RANDOM_START, CollapseMonitor
+from util.logger import read_metrics
+from util.monitor import CollapseMonitor, start_of
 
 MAX_DEPTH = 20.0  # metres: the rooms are 3-10 m deep
 ZOOM_RANGE = ("0.5", "2.0")  # the student's random zoom
@@ -75,11 +76,10 @@ def collapse_of(run_dir: Path) -> str | None:
     """The training monitor's warning when a run's prediction was still collapsed at its last logged steps
     (replayed from its metrics.jsonl with the run's settings from its config.json), else None."""
     config = json.loads((run_dir / "config.json").read_text())
-    start = f"--pretrained-from {config['pretrained_from']}" if config.get("pretrained_from") else RANDOM_START
-    monitor = CollapseMonitor(start=start, warmup_iters=config["warmup_iters"], clip_grad=config["clip_grad"])
+    monitor = CollapseMonitor(start=start_of(config.get("pretrained_from")), warmup_iters=config["warmup_iters"],
+                              clip_grad=config["clip_grad"])  # fmt: skip
     warning = None
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        event = json.loads(line)
+    for event in read_metrics(run_dir / "metrics.jsonl"):
         if "train/pred_spread" in event:
             spread, saturated = event["train/pred_spread"], event["train/pred_saturated"]
             warning = monitor.update(spread, saturated, config["lr"], event["step"]) or warning
@@ -88,7 +88,7 @@ def collapse_of(run_dir: Path) -> str | None:
 
 def last_abs_rel(run_dir: Path) -> float:
     """abs_rel of a run's last evaluation (metrics.jsonl)."""
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    events = read_metrics(run_dir / "metrics.jsonl")
     return [e for e in events if "eval/abs_rel" in e][-1]["eval/abs_rel"]
 
 

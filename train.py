@@ -44,7 +44,7 @@ from util.engine import NonFiniteLossError, train_one_epoch
 from util.logger import MetricsWriter, finite_or_null, log_to_file
 from util.mixture_data import MixtureData, build_mixture_data, read_mixture, startup_table, training_options
 from util.mixture_eval import evaluate_and_record, evaluate_mixture, log_results
-from util.monitor import RANDOM_START, CollapseMonitor
+from util.monitor import CollapseMonitor, start_of
 from util.optim import build_optimizer
 from util.precision import PRECISIONS, choose_kernels, tune_allocator
 from util.sampler import ResumableSampler
@@ -341,8 +341,8 @@ def train(args: argparse.Namespace, stack: ExitStack) -> None:
     writer = MetricsWriter(save_path) if info.is_main else None
     if writer:
         stack.callback(writer.close)
-    start_weights = f"--pretrained-from {args.pretrained_from}" if args.pretrained_from else RANDOM_START
-    monitor = CollapseMonitor(start=start_weights, teacher=args.teacher_checkpoint if teacher else None,
+    teacher_name = args.teacher_checkpoint if teacher else None
+    monitor = CollapseMonitor(start=start_of(args.pretrained_from), teacher=teacher_name,
                               warmup_iters=args.warmup_iters, clip_grad=args.clip_grad)  # fmt: skip
 
     def save(name: str) -> None:

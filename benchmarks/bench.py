@@ -386,7 +386,7 @@ def main(args: argparse.Namespace) -> dict:
         # Other processes on the machine inflate every time; compare ratios taken in one quiet run.
         "load_average_before": load_before,
     }
-    report = {"meta": meta, "results": results, "targets": summarize(results, meta["machine"])}
+    report = {"meta": meta, "results": results, "targets": summarize(results)}
     save_report(report, args.out, markdown(report))
     return report
 

@@ -42,10 +42,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import run_official  # noqa: E402
+from bench import interleave, run_official  # noqa: E402
 from official_code import check_official_repo  # noqa: E402
 from perf_tools import openvino_profile, time_runs  # noqa: E402
-from report import save_report  # noqa: E402
+from report import save_report, target_check  # noqa: E402
 
 from depth_anything_v2 import DepthAnythingV2  # noqa: E402
 from depth_anything_v2.geometry import canonical_intrinsics  # noqa: E402
@@ -142,13 +142,12 @@ def plan(args: argparse.Namespace, native_bf16: bool, weights: dict[str, str] | 
         cases += [{**base, "code": "ours", "runtime": r, "precision": p} for r, p in runtimes]
         if args.official:
             cases += [{**base, "code": "official", "runtime": r, "precision": p} for r, p in runtimes]
-    for encoder, path in (weights or {}).items():
-        shared = {"encoder": encoder, "size": size, "threads": args.threads, **reps, "runtime": "openvino",
-                  "precision": "bf16", "weights": path}  # fmt: skip
-        for r in range(args.rounds):
-            pair = [{**shared, "code": code, "round": r, "profile_layers": r == 0} for code in ("ours", "official")]
-            cases += pair if r % 2 == 0 else pair[::-1]
-    return cases
+    pairs = [
+        [{"encoder": encoder, "size": size, "threads": args.threads, **reps, "runtime": "openvino", "precision": "bf16",
+          "weights": path, "code": code} for code in ("ours", "official")]
+        for encoder, path in (weights or {}).items()
+    ]  # fmt: skip
+    return cases + [{**case, "profile_layers": case["round"] == 0} for case in interleave(pairs, args.rounds)]
 
 
 def _find(results: list[dict], **match: object) -> dict | None:
@@ -166,14 +165,12 @@ def _same_weights_checks(shared: list[dict]) -> list[dict]:
         if ratios:
             value = statistics.median(ratios)
             name = f"{encoder}: our graph / the official graph, OpenVINO bf16, same weights"
-            checks.append({"target": name, "value": value, "limit": f"<= {SAME_WEIGHTS_TARGET}",
-                           "met": value <= SAME_WEIGHTS_TARGET, "rounds": ratios})  # fmt: skip
+            checks.append(target_check(name, value, SAME_WEIGHTS_TARGET, False, rounds=ratios))
         errors = [r["max_relative"] for r in shared if r["encoder"] == encoder and "max_relative" in r]
         if errors:
             name = f"{encoder}: largest relative difference of our OpenVINO bf16 depth to our PyTorch fp32 depth"
             value = max(errors)
-            checks.append({"target": name, "value": value, "limit": f"<= {ACCURACY_TARGET}",
-                           "met": value <= ACCURACY_TARGET})  # fmt: skip
+            checks.append(target_check(name, value, ACCURACY_TARGET, False))
     return checks
 
 

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from depth_anything_v2.kernels import cpu_model  # noqa: E402
+from util.logger import read_metrics  # noqa: E402
 
 METRICS = ("abs_rel", "d1", "rmse")
 
@@ -35,7 +36,7 @@ def train_run(scenes: Path, save: Path, seed: int, epochs: int, island: bool, de
         "--overwrite", *(["--fp32-head-island"] if island else []),
     ]  # fmt: skip
     subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    events = [json.loads(line) for line in (save / "metrics.jsonl").read_text().splitlines()]
+    events = read_metrics(save / "metrics.jsonl")
     last = [e for e in events if "eval/abs_rel" in e][-1]
     return {m: last[f"eval/{m}"] for m in METRICS}
 

@@ -90,10 +90,8 @@ def _default(r: dict) -> bool:
     return ours and r.get("allocator", "tuned") == "tuned" and not r.get("compile") and not r.get("fp32_island")
 
 
-def _check(
-    target: str, value: float, limit: float, at_least: bool, applies: bool = True, rounds: list[float] | None = None
-) -> dict:
-    met = (value >= limit if at_least else value <= limit) if applies else None
+def target_check(target: str, value: float, limit: float, at_least: bool, rounds: list[float] | None = None) -> dict:
+    met = value >= limit if at_least else value <= limit
     check = {"target": target, "value": value, "limit": f"{'>=' if at_least else '<='} {limit}", "met": met}
     return {**check, "rounds": rounds} if rounds else check
 
@@ -112,7 +110,7 @@ def _ours_and_official(results: list[dict]) -> list[tuple[dict, dict]]:
     return pairs
 
 
-def official_checks(raw: list[dict], machine: str) -> list[dict]:
+def official_checks(raw: list[dict]) -> list[dict]:
     """Ratios to the official code (per round, then their median), the tuned kernels against the fastest forced
     ones."""
     results = collapse(raw)
@@ -121,13 +119,13 @@ def official_checks(raw: list[dict], machine: str) -> list[dict]:
         what = f"{ours['encoder']} forward" if ours["kind"] == "forward" else f"{ours['name']} train step"
         limit = OFFICIAL_TARGETS[(ours["kind"], ours["precision"])]
         value, rounds = paired_ratio(raw, ours, official)
-        checks.append(_check(f"{what} {ours['precision']}: ours / official", value, limit, False, rounds=rounds))
+        checks.append(target_check(f"{what} {ours['precision']}: ours / official", value, limit, False, rounds=rounds))
     student = _find(results, kind="train", name="student", precision="bf16", kernels="auto", code="ours")
     official = _find(results, kind="train", name="official recipe", precision="bf16", code="official")
     paired = student and official and paired_ratio(raw, student, official)
     if paired:
         name = "camera student (frozen backbone, inject 0) bf16 step / official recipe bf16 step"
-        checks.append(_check(name, paired[0], CAMERA_STUDENT_TARGET, False, rounds=paired[1]))
+        checks.append(target_check(name, paired[0], CAMERA_STUDENT_TARGET, False, rounds=paired[1]))
     for r in results:
         if _default(r) and r["kind"] in ("forward", "train") and r["encoder"] == "vits":
             match = {"kind": r["kind"], "precision": r["precision"], "name": r.get("name"), "code": "ours"}
@@ -137,14 +135,14 @@ def official_checks(raw: list[dict], machine: str) -> list[dict]:
                 best = min(forced, key=lambda f: f["seconds"])
                 what = f"vits forward {r['precision']}" if r["kind"] == "forward" else f"{r['name']} {r['precision']}"
                 name = f"{what}: tuned kernels / fastest forced ({best['kernels']})"
-                checks.append(_check(name, r["seconds"] / best["seconds"], TUNED_TARGET, False))
+                checks.append(target_check(name, r["seconds"] / best["seconds"], TUNED_TARGET, False))
     return checks
 
 
-def summarize(raw: list[dict], machine: str = "") -> list[dict]:
-    """Targets as measured in this run: [{'target', 'value', 'limit', 'met' (None: not for this machine),
-    'rounds' (per-round values, where there are)}]."""
-    checks = official_checks(raw, machine)
+def summarize(raw: list[dict]) -> list[dict]:
+    """Targets as measured in this run: [{'target', 'value', 'limit', 'met', 'rounds' (per-round values, where
+    there are)}]."""
+    checks = official_checks(raw)
     results = collapse(raw)
     for teacher in ("bf16", "bf16, compiled", "cached"):
         for precision in ("fp32", "bf16"):
@@ -153,12 +151,13 @@ def summarize(raw: list[dict], machine: str = "") -> list[dict]:
             if student and distill:
                 t, m = distill["seconds"] / student["seconds"], distill["peak_rss_gb"] / student["peak_rss_gb"]
                 label = f"{teacher} teacher, {precision} student"
-                checks.append(_check(f"distillation / student step time ({label})", t, TARGETS["distill_time"], False))
-                checks.append(_check(f"distillation / student peak RSS ({label})", m, TARGETS["distill_memory"], False))
+                name = f"distillation / student {{}} ({label})"
+                checks.append(target_check(name.format("step time"), t, TARGETS["distill_time"], False))
+                checks.append(target_check(name.format("peak RSS"), m, TARGETS["distill_memory"], False))
     for r in results:
         if r["kind"] == "loader":
             name = f"loader samples/s per worker ({r['workers']} workers, {r['size']} px)"
-            checks.append(_check(name, r["samples_per_s_per_worker"], LOADER_TARGET, True))
+            checks.append(target_check(name, r["samples_per_s_per_worker"], LOADER_TARGET, True))
     return checks
 
 

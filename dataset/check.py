@@ -19,6 +19,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -147,15 +148,26 @@ def _other_units(dataset: GenericDatasetWithIntrinsics, stats: dict[int, MapStat
     }
 
 
-def check_splits(train_set: GenericDatasetWithIntrinsics, val_set: GenericDatasetWithIntrinsics) -> None:
-    """Compare a training list with its validation list by image file (resolved paths).
+def resolved_images(dataset: GenericDatasetWithIntrinsics) -> frozenset[Path]:
+    """The resolved image paths of a dataset's list, as `check_splits` compares them."""
+    return frozenset(entry.image.resolve() for entry in dataset.entries)
+
+
+def check_splits(
+    train_set: GenericDatasetWithIntrinsics,
+    val_set: GenericDatasetWithIntrinsics,
+    train_images: frozenset[Path] | None = None,
+    val_images: frozenset[Path] | None = None,
+) -> None:
+    """Compare a training list with its validation list by image file (resolved paths; `resolved_images` of each,
+    computed here unless given, e.g. when one list is compared with several).
 
     Raises:
         DataError: both lists hold the same images (the same list twice): validation would only measure how well
             the training images are remembered. Images in both lists (some, not all) get a warning with the count.
     """
-    train_images = {entry.image.resolve() for entry in train_set.entries}
-    val_images = {entry.image.resolve() for entry in val_set.entries}
+    train_images = resolved_images(train_set) if train_images is None else train_images
+    val_images = resolved_images(val_set) if val_images is None else val_images
     shared = sorted(train_images & val_images)
     if not shared:
         return

@@ -27,7 +27,6 @@ class MixtureDataset(Dataset):
     """
 
     def __init__(self, datasets: dict[str, GenericDatasetWithIntrinsics]) -> None:
-        self.labels = list(datasets)
         self.datasets = list(datasets.values())
         self.offsets = [0, *np.cumsum([len(d) for d in self.datasets]).tolist()]
 

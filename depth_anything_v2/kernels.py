@@ -56,6 +56,10 @@ class KernelChoice:
     def describe(self) -> str:
         return ", ".join(f"{key}={getattr(self, key)} ({self.source.get(key, '?')})" for key in KERNEL_OPTIONS)
 
+    def apply(self, model: nn.Module) -> None:
+        """Set these kernels on `model` (`apply_kernels`)."""
+        apply_kernels(model, **{key: getattr(self, key) for key in KERNEL_OPTIONS})
+
 
 def parse_kernels(text: str) -> dict[str, str]:
     """'auto' -> {} (time everything); 'attention=sdpa,head_layout=nchw' -> the forced values (others timed).

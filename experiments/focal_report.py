@@ -21,6 +21,7 @@ if __name__ == "__main__":  # run as a script: the repository's packages import 
 
 from experiments.focal_jobs import SLOPE_ZOOM, ZOOM_RANGE, model_key  # noqa: E402
 from experiments.focal_plot import plot_examples, plot_results  # noqa: E402
+from util.logger import read_metrics  # noqa: E402
 
 BIN_METRICS = ("abs_rel", "d1", "median_scale", "zoom_slope")
 ALL_METRICS = (*BIN_METRICS, "scale_slope")
@@ -47,8 +48,7 @@ def read_curve(metrics_jsonl: Path) -> dict[str, list[list[float]]]:
     """A training run's curve from its metrics.jsonl: train [step, loss, pred_spread] per logged step and eval
     [step, abs_rel, d1, zoom_slope] per evaluation (validation scenes through the training camera)."""
     train, evaluation = [], []
-    for line in metrics_jsonl.read_text().splitlines():
-        event = json.loads(line)
+    for event in read_metrics(metrics_jsonl):
         if "train/loss" in event:
             train.append([event["step"], event["train/loss"], event.get("train/pred_spread", math.nan)])
         if "eval/abs_rel" in event:

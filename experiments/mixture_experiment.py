@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import shlex
@@ -36,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from dataset.synthetic import write_synthetic_dataset  # noqa: E402
 from experiments.focal_jobs import CAMERA_MODELS, MAX_DEPTH, RECIPE_A, RECIPE_CAMERA, ZOOM_RANGE, Job, run_jobs  # noqa: E402
 from experiments.mixture_report import write_outputs  # noqa: E402
+from util.logger import read_metrics  # noqa: E402
 
 SLOPE_ZOOM = 1.5  # the zoomed view of the narrowest held-out camera stays inside C's training zoom range
 
@@ -141,14 +141,13 @@ def read_run(metrics_jsonl: Path) -> dict:
     """The final evaluation ({label: {metric: value}}, `mean` included) and the curve ([step, mean abs_rel,
     held-out mean abs_rel]) of a run, from its metrics.jsonl."""
     evaluations = []
-    for line in metrics_jsonl.read_text().splitlines():
-        event = json.loads(line)
+    for event in read_metrics(metrics_jsonl):
         if "eval/mean/abs_rel" in event:
             per_label: dict = {}
             for key, value in event.items():
                 parts = key.split("/")
                 if len(parts) == 3 and parts[0] == "eval":
-                    per_label.setdefault(parts[1], {})[parts[2]] = math.nan if value is None else value
+                    per_label.setdefault(parts[1], {})[parts[2]] = value
             evaluations.append((event["step"], per_label))
     held = [c.label for c in HELD_OUT]
     curve = [[step, ev["mean"]["abs_rel"], sum(ev[h]["abs_rel"] for h in held) / len(held)] for step, ev in evaluations]

@@ -1,4 +1,5 @@
-"""Report of the mixture experiment: summary over seeds per camera, the verdict, markdown, figure, the block of experiments/README.md.
+"""Report of the mixture experiment: summary over seeds per camera, the verdict, markdown, figure, the results
+block of experiments/README.md.
 
 Rebuild the .md, the .png and the results block of a markdown file from a results file, without training:
 

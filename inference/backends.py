@@ -21,7 +21,7 @@ import torch
 
 from dataset.io import DataError
 from depth_anything_v2 import DepthAnythingV2
-from depth_anything_v2.kernels import KernelChoice, apply_kernels, tune_kernels
+from depth_anything_v2.kernels import KernelChoice, tune_kernels
 from inference.onnx_export import METADATA_KEY, cached_export
 from util.precision import autocast_context, has_fast_bf16
 
@@ -107,7 +107,7 @@ class TorchRunner:
                 logger.info("kernels for %d x %d x %d inputs, %s: %s", B, H, W, self.precision,
                             self.tuned[images.shape].describe())  # fmt: skip
             choice = self.tuned[images.shape]
-            apply_kernels(self.model, choice.attention, choice.head_layout, choice.linear)
+            choice.apply(self.model)
             self.applied = images.shape
         x = torch.from_numpy(images).to(self.device)
         K = torch.from_numpy(K).to(self.device)

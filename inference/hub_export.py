@@ -4,7 +4,6 @@ the check that the folder loads back with the same output (in transformers for c
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import torch
@@ -13,6 +12,7 @@ from dataset.io import DataError
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.geometry import canonical_intrinsics
 from depth_anything_v2.hub import parse_hub_name
+from util.logger import read_metrics
 
 CHECK_SIZE = 518
 METRICS_FILE = "metrics.jsonl"
@@ -46,13 +46,9 @@ def training_summary(source: Path, checkpoint: dict) -> dict:
     metrics_file = source.parent / METRICS_FILE if source.is_file() else None
     if metrics_file is not None and metrics_file.is_file():
         evaluations = []
-        for line in metrics_file.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue  # a line cut by a killed run
-            scalars = {k.removeprefix("eval/"): v for k, v in event.items() if k.startswith("eval/") and v is not None}
-            if scalars:
+        for event in read_metrics(metrics_file):
+            scalars = {k.removeprefix("eval/"): v for k, v in event.items() if k.startswith("eval/") and v == v}
+            if scalars:  # (v == v: not NaN, which the run wrote as null)
                 evaluations.append((event.get("step"), scalars))
         if evaluations:
             summary["metrics_step"], summary["metrics"] = evaluations[-1]

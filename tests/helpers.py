@@ -57,6 +57,8 @@ def set_lr(optimizer, lr):
 util.engine.set_lr = set_lr
 train.main(train.get_args_parser().parse_args(sys.argv[3:]))
 """
+# Fixed kernels for runs compared bit for bit (no kernel timing in these tiny runs).
+KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last,linear=aten")
 
 
 def write_run_data(

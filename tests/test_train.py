@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, read_jsonl, train_args, write_run_data
+from helpers import KERNELS, ROOT, read_jsonl, train_args, write_run_data
 
 import train
 from depth_anything_v2 import DepthAnythingV2
@@ -103,7 +103,6 @@ def test_invalid_combinations_fail_at_start(data, tmp_path):
 
 
 # Kernels timed per thread count could differ between the ranks (1 thread each) and a 2-thread run.
-KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last,linear=aten")
 
 
 def test_torchrun_two_processes_evaluate_like_one(data, tmp_path):

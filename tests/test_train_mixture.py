@@ -15,14 +15,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import KILLING_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, read_jsonl
+from helpers import KERNELS, KILLING_TRAIN, ROOT, SUBPROCESS_ENV, assert_same_state, read_jsonl
 
 import train
 from dataset.synthetic import write_synthetic_dataset
 from depth_anything_v2 import DepthAnythingV2
 from depth_anything_v2.loading import read_checkpoint
-
-KERNELS = ("--kernels", "attention=sdpa,head_layout=channels_last,linear=aten")  # no kernel timing in these tiny runs
 
 
 def to_millimetre_pngs_without_k(root: Path) -> None:

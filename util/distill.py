@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 
 import torch
 from torch import Tensor, nn
@@ -100,8 +101,8 @@ class FrozenTeacher(nn.Module):
 def student_loss(
     pred: Tensor,
     batch: dict[str, Tensor],
-    min_depth: float,
-    max_depth: float,
+    min_depth: float = 0.0,
+    max_depth: float = math.inf,
     teacher_depth: Tensor | None = None,
     distill_weight: float = 1.0,
     images_in_step: int | None = None,
@@ -113,7 +114,8 @@ def student_loss(
     Args:
         pred: (B, H, W) student depth in metres.
         batch: the dataset batch (`depth`, `depth_valid`, `image_valid`).
-        min_depth, max_depth: ground-truth pixels outside [min_depth, max_depth] m are ignored.
+        min_depth, max_depth: ground-truth pixels outside [min_depth, max_depth] m are ignored (by default none:
+            a training batch's `depth_valid` already holds each sample's own dataset's range).
         teacher_depth: (B, H, W) teacher depth, or None without distillation.
         distill_weight: weight of the scale-invariant distillation term.
         images_in_step: images of the whole optimizer step (--bs x --accum-iter); default B.
@@ -123,7 +125,9 @@ def student_loss(
     """
     images = images_in_step or pred.shape[0]
     gt = batch["depth"]
-    valid = batch["depth_valid"] & (gt >= min_depth) & (gt <= max_depth)
+    valid = batch["depth_valid"]
+    if min_depth > 0 or max_depth < math.inf:
+        valid = valid & (gt >= min_depth) & (gt <= max_depth)
     loss_gt = silog_per_image(pred, gt, valid)[0].sum() / images
     terms = {"loss_gt": loss_gt.detach()}
     loss = loss_gt

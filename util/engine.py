@@ -145,8 +145,9 @@ def forward_backward(
                 teacher_depth = teacher(batch["image"])
         # Each sample's depth_valid already holds its own dataset's range (a mixture's datasets differ).
         loss, terms = student_loss(
-            pred.float(), batch, 0.0, math.inf, teacher_depth, args.distill_weight, images_in_step
-        )
+            pred.float(), batch, teacher_depth=teacher_depth, distill_weight=args.distill_weight,
+            images_in_step=images_in_step,
+        )  # fmt: skip
         (scaler.scale(loss) if scaler else loss).backward()
     return loss.detach(), terms, pred.detach(), teacher_depth
 
@@ -223,8 +224,7 @@ def train_one_epoch(
             log_step(writer, state, it, scalars, terms, optimizer, scaler, last_iter)
             taught = None
             if teacher_depth is not None:
-                teacher_range = teacher.model.max_depth if teacher is not None else args.max_depth
-                taught = prediction_spread(teacher_depth, batch["image_valid"], teacher_range)
+                taught = prediction_spread(teacher_depth, batch["image_valid"], teacher.model.max_depth)
             warning = monitor.update(spread, saturated, args.lr, it, taught)
             if warning:
                 logger.warning("%s", warning)

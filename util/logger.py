@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 
 
-def setup_logging(save_path: str | Path | None, is_main: bool) -> None:
-    """Log INFO to stdout and `<save_path>/train.log` on rank 0; other ranks log warnings and errors only."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if is_main and save_path is not None:
-        handlers.append(logging.FileHandler(Path(save_path) / "train.log"))
+def setup_logging(is_main: bool) -> None:
+    """Log INFO to stdout on rank 0 (train.log joins with `attach_run_log`); other ranks log warnings and errors
+    only."""
     logging.basicConfig(
         level=logging.INFO if is_main else logging.WARNING,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
-        handlers=handlers,
+        handlers=[logging.StreamHandler(sys.stdout)],
         force=True,
     )
 
@@ -55,6 +53,19 @@ def log_to_file(message: str) -> None:
 def finite_or_null(values: dict[str, float]) -> dict[str, float | None]:
     """The values with NaN and inf as None, so that json.dumps writes valid JSON (null, not a bare NaN)."""
     return {k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in values.items()}
+
+
+def read_metrics(metrics_jsonl: str | Path) -> list[dict]:
+    """The events a `MetricsWriter` wrote, in order, with null read back as NaN; a line cut by a killed run is
+    skipped."""
+    events = []
+    for line in Path(metrics_jsonl).read_text().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        events.append({k: math.nan if v is None else v for k, v in event.items()})
+    return events
 
 
 class MetricsWriter:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dataset import DataError, GenericDatasetWithIntrinsics
-from dataset.check import DepthSummary, check_dataset, check_splits
+from dataset.check import DepthSummary, check_dataset, check_splits, resolved_images
 from dataset.mixture import DatasetSpec, MixtureError, check_disjoint, mixture_record, parse_mixture
 from dataset.protocol import EvalProtocol
 from dataset.registry import build_dataset
@@ -145,11 +145,13 @@ def build_mixture_data(
             if split == "train" or spec.label not in data.summaries:
                 data.summaries[spec.label] = summary
     if not problems:
+        train_images = {name: resolved_images(d) for name, d in data.train.items()}  # each list resolved once
+        val_images = {name: resolved_images(d) for name, d in data.val.items()}
         for spec in [*specs, *held_out]:
             label = f"[{spec.label}] " if len(specs) + len(held_out) > 1 else ""
-            for train_set in [data.train[spec.label]] if spec.label in data.train else data.train.values():
+            for name in [spec.label] if spec.label in data.train else list(data.train):
                 try:
-                    check_splits(train_set, data.val[spec.label])
+                    check_splits(data.train[name], data.val[spec.label], train_images[name], val_images[spec.label])
                 except DataError as err:
                     problems.setdefault(str(err), []).append(f"{label}data")
     if problems:

@@ -42,6 +42,11 @@ def collapse_description(spread: float, saturated: float) -> str | None:
     return None
 
 
+def start_of(pretrained_from: str | None) -> str:
+    """A run's starting weights as `CollapseMonitor` names them: its --pretrained-from, else RANDOM_START."""
+    return f"--pretrained-from {pretrained_from}" if pretrained_from else RANDOM_START
+
+
 class CollapseMonitor:
     """Warns once when `patience` logged steps in a row show a collapsed prediction, and again only after a
     recovery. The warning names a checkpoint the run started from when it was already collapsed at iteration 0

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from depth_anything_v2.kernels import KernelChoice, apply_kernels, autocast_context, tune_kernels
+from depth_anything_v2.kernels import KernelChoice, autocast_context, tune_kernels
 
 __all__ = ["autocast_context"]  # re-exported: train.py and inference/ take the run's autocast from here
 
@@ -128,5 +128,5 @@ def choose_kernels(
     if distributed:
         dist.broadcast_object_list(chosen, src=0)
     choice = KernelChoice(**chosen[0])
-    apply_kernels(model, choice.attention, choice.head_layout, choice.linear)
+    choice.apply(model)
     return choice

@@ -34,7 +34,7 @@ def start(args: argparse.Namespace, stack: ExitStack) -> tuple[DistInfo, Path, S
     already complete (said in the log)."""
     info = init_distributed(args.device, args.dist_timeout)
     stack.callback(cleanup_distributed)
-    setup_logging(None, info.is_main)
+    setup_logging(info.is_main)
     if info.is_main and not args.eval_only:
         hold_run_log()  # train.log starts once every check has passed (`begin_run`)
     check_flags(args, info)
