@@ -116,12 +116,18 @@ class Job:
         return marker.get("command") == self.command[1:] and "timing" in marker
 
 
+def common_flags(seed: int, crop: int, bs: int, workers: int, device: str, per_epoch: int, dataset: Path) -> list[str]:
+    """The train.py flags every run of an experiment shares (vits, bf16, two log lines per epoch): the
+    experiments' protocol, in one place."""
+    return ["--encoder", "vits", "--img-size", str(crop), "--max-depth", str(MAX_DEPTH), "--bs", str(bs),
+            "--workers", str(workers), "--precision", "bf16", "--device", device, "--seed", str(seed),
+            "--log-interval", str(max(1, per_epoch // 2)), "--dataset", str(dataset)]  # fmt: skip
+
+
 def plan_seed(seed: int, scale: Scale, models: list[str], backbones: list[str], data: Path, work: Path) -> list[Job]:
     """The runs of one seed: A from scratch, then B, C, D (as asked) from A's weights for each backbone recipe."""
-    common = ["--encoder", "vits", "--img-size", str(scale.crop), "--max-depth", str(MAX_DEPTH), "--bs", str(scale.bs),
-              "--workers", str(scale.workers), "--precision", "bf16", "--device", scale.device, "--seed", str(seed),
-              "--log-interval", str(max(1, scale.n_train // scale.bs // 2)), "--dataset", str(data)]  # fmt: skip
     per_epoch = scale.n_train // scale.bs
+    common = common_flags(seed, scale.crop, scale.bs, scale.workers, scale.device, per_epoch, data)
     a_args = [*common, *RECIPE_A, "--warmup-iters", str(scale.warmup_a), "--epochs", str(scale.epochs_a),
               "--eval-interval", str(max(1, scale.epochs_a // scale.curve_points))]  # fmt: skip
     jobs = [Job(seed, "A", a_args, work / "A", scale.epochs_a * per_epoch)]
@@ -130,8 +136,10 @@ def plan_seed(seed: int, scale: Scale, models: list[str], backbones: list[str], 
     for backbone in backbones:
         freeze = "--no-freeze-dinov2" if backbone == "trained" else "--freeze-dinov2"
         for model in (m for m in models if m != "A"):
-            teacher = ["--teacher-checkpoint", str(jobs[0].checkpoint)] if model == "C" else []
-            teacher += [] if scale.teacher_check or model != "C" else ["--no-teacher-check"]
+            teacher = []
+            if model == "C":
+                teacher = ["--teacher-checkpoint", str(jobs[0].checkpoint)]
+                teacher += [] if scale.teacher_check else ["--no-teacher-check"]
             key = model_key(model, backbone)
             args = [*camera, freeze, *CAMERA_MODELS[model], *teacher]
             jobs.append(Job(seed, key, args, work / key, scale.epochs_cam * per_epoch, after="A"))

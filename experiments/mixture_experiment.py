@@ -33,7 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dataset.synthetic import write_synthetic_dataset  # noqa: E402
-from experiments.focal_jobs import CAMERA_MODELS, MAX_DEPTH, RECIPE_A, RECIPE_CAMERA, ZOOM_RANGE, Job, run_jobs  # noqa: E402
+from experiments.focal_jobs import (  # noqa: E402
+    CAMERA_MODELS,
+    MAX_DEPTH,
+    RECIPE_A,
+    RECIPE_CAMERA,
+    ZOOM_RANGE,
+    Job,
+    common_flags,
+    run_jobs,
+)
 from experiments.mixture_report import write_outputs  # noqa: E402
 from util.logger import read_metrics  # noqa: E402
 
@@ -122,10 +131,8 @@ def write_seed_data(work: Path, scale: Scale, seed: int, real: str | None) -> tu
 def plan_seed(seed: int, scale: Scale, work: Path, mixture: Path, held_out: Path, samples: int) -> list[Job]:
     """A from scratch on the mixture, then C from A's weights, distilled from A."""
     per_epoch = samples // scale.bs
-    common = ["--encoder", "vits", "--img-size", str(scale.crop), "--max-depth", str(MAX_DEPTH), "--bs", str(scale.bs),
-              "--workers", str(scale.workers), "--precision", "bf16", "--device", scale.device, "--seed", str(seed),
-              "--log-interval", str(max(1, per_epoch // 2)), "--dataset", str(mixture), "--eval-datasets",
-              str(held_out), "--zoom-factor", str(SLOPE_ZOOM)]  # fmt: skip
+    common = [*common_flags(seed, scale.crop, scale.bs, scale.workers, scale.device, per_epoch, mixture),
+              "--eval-datasets", str(held_out), "--zoom-factor", str(SLOPE_ZOOM)]  # fmt: skip
     a_args = [*common, *RECIPE_A, "--warmup-iters", str(scale.warmup_a), "--epochs", str(scale.epochs_a),
               "--eval-interval", str(max(1, scale.epochs_a // scale.evals_a))]  # fmt: skip
     a = Job(seed, "A", a_args, work / "A", scale.epochs_a * per_epoch)

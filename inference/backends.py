@@ -134,13 +134,14 @@ class _OpenVinoSession:
     def __init__(self, path: Path, precision: str) -> None:
         import openvino as ov
 
-        self.core, self.path = ov.Core(), path
+        self.core = ov.Core()
         self.hint = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        self.inputs = [port.get_any_name() for port in self.core.read_model(str(path)).inputs]
+        self.model = self.core.read_model(str(path))  # parsed once; each batch size compiles a reshaped copy
+        self.inputs = [port.get_any_name() for port in self.model.inputs]
         self.compiled: dict[int, object] = {}
 
     def _compile(self, feeds: dict[str, np.ndarray]) -> object:
-        model = self.core.read_model(str(self.path))
+        model = self.model.clone()
         model.reshape({name: list(array.shape) for name, array in feeds.items()})
         return self.core.compile_model(model, "CPU", self.hint)
 
