@@ -28,3 +28,8 @@ ENCODER_BY_EMBED_DIM = {cfg["embed_dim"]: name for name, cfg in BACKBONE_CONFIGS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_SIZE = 14
+
+# The official releases' size names, and the metric range of the official metric models (their model pages):
+# Hypersim (indoor) 20 m, Virtual KITTI 2 (outdoor) 80 m, keyed as in their file names.
+OFFICIAL_SIZES = {"vits": "Small", "vitb": "Base", "vitl": "Large", "vitg": "Giant"}
+OFFICIAL_METRIC_RANGES = {"hypersim": 20.0, "vkitti": 80.0}

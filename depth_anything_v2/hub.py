@@ -24,14 +24,15 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .checkpoint_file import CheckpointError
+from .configs import OFFICIAL_METRIC_RANGES, OFFICIAL_SIZES
 
 logger = logging.getLogger(__name__)
 
 OFFICIAL_ORG = "depth-anything"
-ENCODER_BY_SIZE = {"Small": "vits", "Base": "vitb", "Large": "vitl", "Giant": "vitg"}
-# Metric range of the official metric models, documented on their model pages: Hypersim (indoor) 20 m,
-# Virtual KITTI 2 (outdoor) 80 m.
-METRIC_DATASETS = {"Hypersim": ("hypersim", 20.0), "VKITTI": ("vkitti", 80.0)}
+ENCODER_BY_SIZE = {size: encoder for encoder, size in OFFICIAL_SIZES.items()}
+# Repository spelling -> (file-name key, metric range in metres).
+METRIC_DATASETS = {"Hypersim": ("hypersim", OFFICIAL_METRIC_RANGES["hypersim"]),
+                   "VKITTI": ("vkitti", OFFICIAL_METRIC_RANGES["vkitti"])}  # fmt: skip
 _RELATIVE_REPO = re.compile(r"Depth-Anything-V2-(Small|Base|Large|Giant)")
 _METRIC_REPO = re.compile(r"Depth-Anything-V2-Metric-(Hypersim|VKITTI)-(Small|Base|Large)")
 # The published repositories, for "did you mean" on a misspelt official name.

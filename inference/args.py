@@ -16,6 +16,7 @@ import torch
 
 from dataset.io import DataError
 from depth_anything_v2 import MODEL_CONFIGS, PATCH_SIZE
+from depth_anything_v2.configs import OFFICIAL_SIZES
 from depth_anything_v2.geometry import OFFCENTRE_FLAG
 from depth_anything_v2.kernels import parse_kernels
 from depth_anything_v2.loading import CheckpointError, build_model_from_checkpoint
@@ -39,7 +40,6 @@ from util.precision import PRECISIONS, compile_frozen
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL_SIZES = {"vits": "Small", "vitb": "Base", "vitl": "Large", "vitg": "Giant"}
 _NEGATIVE_NUMBERS = re.compile(r"-[\d.]")  # how fx,fy,cx,cy with a negative first number starts
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from depth_anything_v2.configs import OFFICIAL_METRIC_RANGES
 from inference.args import load_runner as build_runner
 from inference.camera_inputs import focal_sweep
 from inference.depth_files import (
@@ -31,7 +32,7 @@ from util.dist import resolve_device
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 # Metric range of the official metric checkpoints, by file name (checkpoints/README.md).
-_OFFICIAL_RANGES = {"metric_hypersim": 20.0, "metric_vkitti": 80.0}
+_OFFICIAL_RANGES = {f"metric_{key}": depth for key, depth in OFFICIAL_METRIC_RANGES.items()}
 
 
 @dataclass
