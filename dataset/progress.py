@@ -15,9 +15,10 @@ LOG_EVERY_S = 10.0
 
 
 def progress(
-    items: Iterable[T], total: int, desc: str, unit: str = "file", logger: logging.Logger | None = None
+    items: Iterable[T], total: int | None, desc: str, unit: str = "file", logger: logging.Logger | None = None
 ) -> Iterator[T]:
-    """Yield `items`, showing how far the pass is with its rate and an estimate of the time left.
+    """Yield `items`, showing how far the pass is with its rate and an estimate of the time left (None `total`:
+    unknown, the count and rate only).
 
     On a terminal (stderr is a TTY): a tqdm bar. Otherwise: an INFO line on `logger` every LOG_EVERY_S seconds
     and one at the end. Nothing is shown where `logger` does not log INFO (e.g. ranks other than 0 in training).
@@ -35,11 +36,11 @@ def progress(
         yield item
         done += 1
         now = time.monotonic()
-        if now - last >= LOG_EVERY_S and done < total:
+        if now - last >= LOG_EVERY_S and (total is None or done < total):
             last = now
             rate = done / (now - start)
-            logger.info(
-                "%s: %d/%d %ss (%.1f/s, about %.0f s left)", desc, done, total, unit, rate, (total - done) / rate
-            )
+            left = "" if total is None else f", about {(total - done) / rate:.0f} s left"
+            logger.info("%s: %d%s %ss (%.1f/s%s)", desc, done, "" if total is None else f"/{total}", unit, rate, left)
     if time.monotonic() - start >= LOG_EVERY_S:
-        logger.info("%s: %d/%d %ss done in %.0f s", desc, done, total, unit, time.monotonic() - start)
+        of = "" if total is None else f"/{total}"
+        logger.info("%s: %d%s %ss done in %.0f s", desc, done, of, unit, time.monotonic() - start)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from dataset.io import DataError
+from dataset.progress import progress
 from inference.backends import Runner
 from inference.inputs import CameraSource
 from inference.predict import BatchPredictor, Job
@@ -86,6 +86,23 @@ def _frame_rate(capture: cv2.VideoCapture, path: Path) -> float:
     return fps
 
 
+def _depth_of_frames(
+    capture: cv2.VideoCapture, frame: np.ndarray, path: Path, K: np.ndarray | None, predictor: BatchPredictor
+) -> Iterator[tuple[Job, np.ndarray]]:
+    """(job, depth in metres or relative) of every frame, in order, from the first `frame` (already read) on; the
+    frames go to `predictor` in its batches."""
+    height, width = frame.shape[:2]
+    ok, index = True, 0
+    while ok:
+        if frame.shape[:2] != (height, width):
+            raise DataError(f"{path}: frame {index} is {frame.shape[1]} x {frame.shape[0]} px, the first "
+                            f"was {width} x {height} px; a video must keep one frame size")  # fmt: skip
+        finished = predictor.add(Job(index, frame, K))
+        index += 1
+        ok, frame = capture.read()
+        yield from finished + (predictor.flush() if not ok else [])
+
+
 def depth_video(path: Path, outdir: Path, runner: Runner, camera: CameraSource, options: VideoOptions) -> int:
     """Write the depth video of `path` into `outdir` (see the module docstring); returns the number of frames.
 
@@ -114,25 +131,14 @@ def depth_video(path: Path, outdir: Path, runner: Runner, camera: CameraSource, 
     try:
         if not writer.isOpened():
             raise OSError(f"{out_path}: cannot be written (OpenCV has no {FOURCC} writer, or the folder is read-only)")
-        # No bar when stderr is not a terminal (a log file, a pipe): a bar's carriage returns would share lines with log
-        # lines there; the summary line below says what was done.
-        bar_off = not sys.stderr.isatty()
-        with tqdm(total=total if total > 0 else None, desc=path.name, unit="frame", dynamic_ncols=True,
-                  disable=bar_off) as bar:  # fmt: skip
-            while ok:
-                if frame.shape[:2] != (height, width):
-                    raise DataError(f"{path}: frame {count} is {frame.shape[1]} x {frame.shape[0]} px, the first "
-                                    f"was {width} x {height} px; a video must keep one frame size")  # fmt: skip
-                finished = predictor.add(Job(count, frame, K))
-                count += 1
-                ok, frame = capture.read()
-                for job, depth in finished + (predictor.flush() if not ok else []):
-                    vmin, vmax = colours.update(depth)
-                    picture = colorize(depth, vmin, vmax, reverse=max_depth is None, grayscale=options.grayscale)
-                    writer.write(picture if options.pred_only else side_by_side(job.image, picture))
-                    base = raw_dir / f"{job.key:06d}"
-                    write_raw_depth(base, depth, max_depth is not None, options.save_numpy, options.save_png16)
-                    bar.update()
+        frames = _depth_of_frames(capture, frame, path, K, predictor)
+        for job, depth in progress(frames, total if total > 0 else None, path.name, "frame", logger):
+            vmin, vmax = colours.update(depth)
+            picture = colorize(depth, vmin, vmax, reverse=max_depth is None, grayscale=options.grayscale)
+            writer.write(picture if options.pred_only else side_by_side(job.image, picture))
+            write_raw_depth(raw_dir / f"{job.key:06d}", depth, max_depth is not None, options.save_numpy,
+                            options.save_png16)  # fmt: skip
+            count += 1
     finally:
         capture.release()
         writer.release()
